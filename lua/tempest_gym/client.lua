@@ -1,0 +1,275 @@
+-- tempest-gym: the per-frame bridge. Every game tick ($0003 changes, ~27 Hz) it extracts
+-- the state, computes the rewards and sends one STATE; the server answers with one ACTION.
+--
+-- Pipelining: when $0003 changes the game has already read this tick's input, so an action
+-- that arrives on the next video frame still lands on the next tick. With pipeline=1 the
+-- state is sent at the tick and the reply is read one frame later, so the round trip
+-- overlaps the emulation of that frame instead of stalling it.
+
+local config = require("tempest_gym.config")
+local layout = require("tempest_gym.layout")
+local protocol = require("tempest_gym.protocol")
+local state = require("tempest_gym.state")
+local rewards = require("tempest_gym.rewards")
+local gameflow = require("tempest_gym.gameflow")
+local transport = require("tempest_gym.transport")
+
+local client = {}
+
+local EXIT_QUIT, EXIT_CONFIG, EXIT_ERROR, EXIT_LOST = 0, 3, 4, 5
+local BOOT_STATE = "tempest_gym_boot"
+local MAX_SPIN = 31 -- the game clamps the per-tick delta to +-31
+
+local started = false
+local subscriptions = {} -- newer MAME returns notifier handles that must stay referenced
+
+local function log(msg)
+	io.stderr:write("[tempest-gym] " .. msg .. "\n")
+	io.stderr:flush()
+end
+
+local function on_frame_done(fn)
+	if emu.add_machine_frame_notifier then
+		subscriptions[#subscriptions + 1] = emu.add_machine_frame_notifier(fn)
+	else
+		emu.register_frame_done(fn, "tempest_gym")
+	end
+end
+
+local function on_stop(fn)
+	if emu.add_machine_stop_notifier then
+		subscriptions[#subscriptions + 1] = emu.add_machine_stop_notifier(fn)
+	else
+		emu.register_stop(fn, "tempest_gym")
+	end
+end
+
+function client.start(lua_dir)
+	if started then -- a soft reset re-runs the autoboot script in the same Lua state
+		return
+	end
+	started = true
+
+	local conn
+	local function fatal(code, msg)
+		log(msg)
+		if conn then
+			pcall(conn.send, conn, protocol.bye(msg))
+			conn:close()
+		end
+		os.exit(code)
+	end
+
+	local ok, cfg = pcall(config.load)
+	if not ok then
+		fatal(EXIT_CONFIG, "configuration error: " .. tostring(cfg))
+	end
+	local layout_path = (cfg.layout ~= "" and cfg.layout) or (lua_dir .. "/state_layout.tsv")
+	local L
+	ok, L = pcall(layout.load, layout_path)
+	if not ok then
+		fatal(EXIT_CONFIG, tostring(L))
+	end
+
+	local machine = manager.machine
+	local mem = machine.devices[":maincpu"].spaces["program"]
+	local ex, flow
+	ok, ex = pcall(state.new, L)
+	if ok then
+		ok, flow = pcall(gameflow.new, machine, cfg)
+		if not ok then
+			ex = flow
+		end
+	end
+	if not ok then
+		fatal(EXIT_CONFIG, tostring(ex))
+	end
+	local rw = rewards.new(cfg)
+	local pack_state = protocol.state_packer(L.count)
+
+	-- connect and handshake before the first emulated frame
+	local backend
+	conn, backend = transport.connect(cfg)
+	if not conn then
+		fatal(EXIT_LOST, backend)
+	end
+	math.randomseed((emu.osd_ticks() ~ os.time() ~ (cfg.slot << 20)) & 0x7FFFFFFFFFFF)
+	local run_hi, run_lo = math.random(0, 0xFFFFFFFF), math.random(0, 0xFFFFFFFF)
+	local flags = ((backend == "luasocket") and 1 or 0) | ((cfg.pipeline ~= 0) and 2 or 0)
+	local desc = string.format("%s; mame %s; %s; slot %d", _VERSION, emu.app_version(), backend, cfg.slot)
+	local sent, err = conn:send(protocol.hello(L.count, L.hash, run_hi, run_lo, cfg.slot, flags, desc, cfg.token))
+	if not sent then
+		fatal(EXIT_LOST, "handshake send failed: " .. tostring(err))
+	end
+	local body
+	body, err = protocol.receive(conn, cfg.connect_timeout)
+	if not body then
+		fatal(EXIT_LOST, "no handshake answer from the server: " .. tostring(err))
+	end
+	local kind, detail = protocol.parse(body)
+	if kind == protocol.REJECT then
+		fatal(EXIT_CONFIG, "server refused the connection: " .. tostring(detail))
+	elseif kind ~= protocol.WELCOME then
+		fatal(EXIT_CONFIG, "expected WELCOME, got message type " .. tostring(kind))
+	end
+	if cfg.verbose ~= 0 then
+		log(string.format("connected (%s), layout %d features hash %08x, slot %d", backend, L.count, L.hash, cfg.slot))
+	end
+
+	flow.setup()
+	local pipeline = cfg.pipeline ~= 0
+	local raw, vals = {}, {}
+	local frame = 0
+	local seq = 0
+	local last_tick = nil
+	local prev_dead, prev_in_game, prev_level = nil, nil, nil
+	local awaiting = false -- a STATE was sent and its ACTION not read yet
+	local awaiting_control = false -- ...and that state gave the agent control
+	local agent_owns_inputs = false
+	local exec_fz, exec_spin, applied = 0, 0, false
+	local new_game_pending = false
+	local boot_saved = false
+	local checked = false
+
+	local function reset_trackers(seed)
+		last_tick, prev_dead, prev_in_game, prev_level = nil, nil, nil, nil
+		exec_fz, exec_spin, applied = 0, 0, false
+		agent_owns_inputs = false
+		rw.reset()
+		flow.restart(frame, seed)
+	end
+
+	local function receive_action()
+		local b, e = protocol.receive(conn, cfg.reply_timeout)
+		if not b then
+			fatal(EXIT_LOST, "lost the server while waiting for an action: " .. tostring(e))
+		end
+		local k, command, fz, spin, rseq, arg = protocol.parse(b)
+		if k ~= protocol.ACTION then
+			fatal(EXIT_ERROR, "expected ACTION, got message type " .. tostring(k))
+		end
+		if command == protocol.CMD_QUIT then
+			if cfg.verbose ~= 0 then
+				log("server asked to quit")
+			end
+			conn:close()
+			os.exit(EXIT_QUIT)
+		end
+		if rseq ~= seq then
+			fatal(EXIT_ERROR, string.format("ACTION answers state %d, expected %d (stream out of step)", rseq, seq))
+		end
+		awaiting = false
+		if command == protocol.CMD_RESET then
+			flow.release()
+			machine:load(BOOT_STATE)
+			reset_trackers(arg)
+			new_game_pending = false
+			return true -- the load happens after this callback: nothing more this frame
+		end
+		if awaiting_control then
+			if spin > MAX_SPIN then
+				spin = MAX_SPIN
+			elseif spin < -MAX_SPIN then
+				spin = -MAX_SPIN
+			end
+			fz = fz & 3
+			flow.apply(fz, spin)
+			exec_fz, exec_spin, applied = fz, spin, true
+			agent_owns_inputs = true
+		else
+			exec_fz, exec_spin, applied = 0, 0, false
+		end
+	end
+
+	local function tick(R)
+		local info = ex.extract(R, raw)
+		if not checked then
+			ex.check_complete(raw)
+			checked = true
+		end
+		local dead = not info.alive
+		local death = info.in_game and (info.playing or info.diving) and dead and prev_dead == false
+		prev_dead = dead
+		local f = 0
+		if info.control then
+			f = f | protocol.F_CONTROL
+		end
+		if applied then
+			f = f | protocol.F_APPLIED
+		end
+		if death then
+			f = f | protocol.F_DEATH
+			if info.lives <= 1 then
+				f = f | protocol.F_GAME_OVER
+			end
+		end
+		if info.in_game and prev_in_game == false then
+			new_game_pending = true
+		end
+		if new_game_pending and info.in_game then
+			f = f | protocol.F_NEW_GAME
+			new_game_pending = false
+		end
+		if info.in_game and prev_level and info.level > prev_level and prev_level > 0 then
+			f = f | protocol.F_LEVEL_UP
+		end
+		prev_in_game, prev_level = info.in_game, info.level
+		local r_obj, r_subj = rw.step(info, R, death)
+		ex.normalise(raw, vals)
+		seq = (seq + 1) & 0xFFFFFFFF
+		local ok_send, e = conn:send(pack_state(f, info.gs, info.level, info.lives & 0xFF, exec_fz, exec_spin,
+			seq, frame & 0xFFFFFFFF, info.score, r_obj, r_subj, vals))
+		if not ok_send then
+			fatal(EXIT_LOST, "lost the server while sending a state: " .. tostring(e))
+		end
+		exec_fz, exec_spin, applied = 0, 0, false
+		awaiting, awaiting_control = true, info.control
+		if not info.control and agent_owns_inputs then
+			flow.release()
+			agent_owns_inputs = false
+		end
+	end
+
+	local function step()
+		frame = frame + 1
+		if not boot_saved then
+			-- the reset point: a save state of the freshly booted machine (scheduled; written
+			-- after this callback). Loading it later gives a new game in ~0.1 s.
+			machine:save(BOOT_STATE)
+			boot_saved = true
+			flow.restart(frame, cfg.seed)
+		end
+		if awaiting and receive_action() then
+			return
+		end
+		local R = ex.read(mem)
+		if R[0x03 + 1] ~= last_tick then
+			last_tick = R[0x03 + 1]
+			tick(R)
+			if not pipeline and receive_action() then
+				return
+			end
+		end
+		if not agent_owns_inputs then
+			flow.frame(frame, R[0x00 + 1], R[0x05 + 1])
+		end
+	end
+
+	on_frame_done(function()
+		local okf, e = pcall(step)
+		if not okf then
+			fatal(EXIT_ERROR, "Lua error: " .. tostring(e))
+		end
+	end)
+	-- MAME 0.251 with the system Lua 5.3 segfaults at exit after any autoboot script unless
+	-- the script leaves through os.exit from the stop callback (mame-lua.md 0.2)
+	on_stop(function()
+		if conn then
+			pcall(conn.send, conn, protocol.bye("MAME is stopping"))
+			conn:close()
+		end
+		os.exit(EXIT_QUIT)
+	end)
+end
+
+return client

@@ -1,0 +1,55 @@
+"""tempest-gym: reinforcement learning on Atari's Tempest (1981) in real MAME, as an SB3 extension."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+LUA_FILES = [str(p.relative_to(HERE)) for p in sorted((HERE / "lua").rglob("*")) if p.is_file()]
+
+
+def lua_data_files():
+    """Install lua/ under <prefix>/share/tempest-gym/lua (tempest_gym.paths finds it there)."""
+    by_dir: dict[str, list[str]] = {}
+    for f in LUA_FILES:
+        sub = str(Path(f).parent)
+        by_dir.setdefault(f"share/tempest-gym/{sub}", []).append(f)
+    return sorted(by_dir.items())
+
+
+setup(
+    name="tempest-gym",
+    version="0.1.0",
+    description="Gymnasium/SB3 environment and hybrid-action DQN for Tempest (1981) running in real MAME",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["tempest_gym", "tempest_gym.*", "policies", "policies.*"]),
+    data_files=lua_data_files(),
+    install_requires=[
+        "stable-baselines3>=2.3,<3",
+        "sb3-contrib>=2.3,<3",
+        "gymnasium>=1.0,<2",
+        # the CPU wheel: run `pip install torch==2.13.0` first (see README); a bare `torch`
+        # requirement on a machine without it would pull a multi-GB CUDA build
+        "torch>=2.3,<3",
+        "numpy>=1.24,<3",
+        "pyyaml>=6,<7",
+        "rich>=13",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"],
+    },
+    entry_points={
+        "console_scripts": [
+            "tempest-train=tempest_gym.train:main",
+            "tempest-enjoy=tempest_gym.enjoy:main",
+        ],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Topic :: Games/Entertainment :: Arcade",
+    ],
+)

@@ -1,0 +1,28 @@
+"""Where the Lua client lives, whether running from a checkout or an installed wheel."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ENTRY_SCRIPT = "autoboot.lua"
+
+
+def lua_dir() -> Path:
+    """Directory holding ``autoboot.lua`` and ``state_layout.tsv``.
+
+    Order: ``$TEMPEST_LUA_DIR``; the ``lua/`` folder beside this package (a checkout or an
+    editable install); ``<prefix>/share/tempest-gym/lua`` (a regular install, see setup.py).
+    """
+    candidates = []
+    env = os.environ.get("TEMPEST_LUA_DIR")
+    if env:
+        candidates.append(Path(env))
+    candidates.append(Path(__file__).resolve().parent.parent / "lua")
+    candidates.append(Path(sys.prefix) / "share" / "tempest-gym" / "lua")
+    for c in candidates:
+        if (c / ENTRY_SCRIPT).is_file():
+            return c
+    tried = ", ".join(str(c) for c in candidates)
+    raise FileNotFoundError(f"tempest-gym's Lua client ({ENTRY_SCRIPT}) not found; tried: {tried}")

@@ -1,0 +1,248 @@
+"""Wire protocol between the MAME Lua client and the Python server (see docs/protocol.md).
+
+Every message is ``u32 little-endian body length`` + body; the body's first byte is its type.
+Lengths are exact and bounded, so partial reads are reassembled (:class:`FrameDecoder`) and a
+corrupt stream is detected instead of silently desynchronising.  ``lua/tempest_gym/protocol.lua``
+is the other half; the formats below must stay identical to the ``string.pack`` formats there.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+MAGIC = b"TMPG"
+PROTOCOL_VERSION = 1
+MAX_MESSAGE = 64 * 1024  # bytes in one body; a state is ~1 KB, anything bigger is garbage
+
+# message types (client -> server)
+HELLO = 0x01
+STATE = 0x02
+BYE = 0x03
+# message types (server -> client)
+WELCOME = 0x81
+REJECT = 0x82
+ACTION = 0x83
+
+# STATE flags
+F_CONTROL = 0x01  # the action answering this state will be executed as the agent's
+F_APPLIED = 0x02  # the previous answer was executed as the agent's action (a real transition)
+F_DEATH = 0x04  # the player died on this tick: the episode ends here
+F_GAME_OVER = 0x08  # ...and it was the last life
+F_NEW_GAME = 0x10  # a new game started since the previous state
+F_LEVEL_UP = 0x20  # the level number increased since the previous state
+
+# ACTION commands
+CMD_NONE = 0
+CMD_RESET = 1  # start a fresh game from the boot save state; arg = seed
+CMD_QUIT = 2  # exit MAME cleanly
+
+_LEN = struct.Struct("<I")
+_HELLO = struct.Struct("<B4sHHIIIHH")
+STATE_HEADER = struct.Struct("<BBBBBBbBIIIff")
+_ACTION = struct.Struct("<BBBbII")
+_WELCOME = struct.Struct("<BH")
+
+
+class ProtocolError(Exception):
+    """The byte stream or a message in it is invalid; the connection cannot be trusted."""
+
+
+class HandshakeError(ProtocolError):
+    """The client speaks another protocol version or another state layout."""
+
+
+@dataclass(frozen=True)
+class Hello:
+    version: int
+    layout_count: int
+    layout_hash: int
+    run_id: int
+    slot: int
+    flags: int
+    client: str
+    token: str
+
+
+@dataclass(frozen=True)
+class StateHeader:
+    flags: int
+    gamestate: int
+    level: int
+    lives: int
+    exec_fz: int
+    exec_spin: int
+    seq: int
+    frame: int
+    score: int
+    reward_obj: float
+    reward_subj: float
+
+
+def frame(body: bytes) -> bytes:
+    """Prefix a body with its length."""
+    if len(body) > MAX_MESSAGE:
+        raise ProtocolError(f"message of {len(body)} bytes exceeds the {MAX_MESSAGE}-byte limit")
+    return _LEN.pack(len(body)) + body
+
+
+class FrameDecoder:
+    """Reassembles length-prefixed bodies from arbitrary chunks (partial reads are normal)."""
+
+    __slots__ = ("_buf", "max_message")
+
+    def __init__(self, max_message: int = MAX_MESSAGE) -> None:
+        self._buf = bytearray()
+        self.max_message = max_message
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def next_body(self) -> bytes | None:
+        """The next complete body, or None until more bytes arrive."""
+        buf = self._buf
+        if len(buf) < 4:
+            return None
+        (n,) = _LEN.unpack_from(buf)
+        if n == 0 or n > self.max_message:
+            raise ProtocolError(
+                f"bad message length {n} (limit {self.max_message}); stream is corrupt or not tempest-gym"
+            )
+        if len(buf) < 4 + n:
+            return None
+        body = bytes(buf[4 : 4 + n])
+        del buf[: 4 + n]
+        return body
+
+
+def encode_hello(hello: Hello) -> bytes:
+    """Build a HELLO (Python never sends one; used by tests and synthetic clients)."""
+    body = _HELLO.pack(
+        HELLO,
+        MAGIC,
+        hello.version,
+        hello.layout_count,
+        hello.layout_hash,
+        (hello.run_id >> 32) & 0xFFFFFFFF,
+        hello.run_id & 0xFFFFFFFF,
+        hello.slot,
+        hello.flags,
+    )
+    for s in (hello.client, hello.token):
+        raw = s.encode()
+        if len(raw) > 255:
+            raise ValueError("hello strings are limited to 255 bytes")
+        body += bytes([len(raw)]) + raw
+    return frame(body)
+
+
+def decode_hello(body: bytes) -> Hello:
+    if len(body) < _HELLO.size + 2:
+        raise ProtocolError(f"HELLO too short ({len(body)} bytes)")
+    kind, magic, version, count, lhash, rid_hi, rid_lo, slot, flags = _HELLO.unpack_from(body)
+    if kind != HELLO:
+        raise ProtocolError(f"expected HELLO (0x01) first, got message type 0x{kind:02x}")
+    if magic != MAGIC:
+        raise HandshakeError(f"bad magic {magic!r} (expected {MAGIC!r}): not a tempest-gym client")
+    strings = []
+    off = _HELLO.size
+    for _ in range(2):
+        if off >= len(body):
+            raise ProtocolError("HELLO truncated inside its strings")
+        n = body[off]
+        if off + 1 + n > len(body):
+            raise ProtocolError("HELLO truncated inside its strings")
+        strings.append(body[off + 1 : off + 1 + n].decode("utf-8", "replace"))
+        off += 1 + n
+    if off != len(body):
+        raise ProtocolError(f"HELLO has {len(body) - off} trailing bytes")
+    return Hello(version, count, lhash, (rid_hi << 32) | rid_lo, slot, flags, strings[0], strings[1])
+
+
+def check_hello(hello: Hello, layout_count: int, layout_hash: int) -> None:
+    """Refuse a client whose protocol version or layout differs, naming both sides."""
+    if hello.version != PROTOCOL_VERSION:
+        raise HandshakeError(
+            f"protocol version mismatch: client speaks v{hello.version}, server speaks "
+            f"v{PROTOCOL_VERSION} ({hello.client}); run the Lua client from the same tempest-gym release"
+        )
+    if hello.layout_count != layout_count or hello.layout_hash != layout_hash:
+        raise HandshakeError(
+            "state layout mismatch: client has "
+            f"{hello.layout_count} features, hash {hello.layout_hash:08x}; server has "
+            f"{layout_count} features, hash {layout_hash:08x}. Both must read the same "
+            "lua/state_layout.tsv"
+        )
+
+
+def encode_state(header: StateHeader, obs: np.ndarray) -> bytes:
+    """Build a STATE (the Lua client's job; used by tests and synthetic clients)."""
+    body = STATE_HEADER.pack(
+        STATE,
+        header.flags,
+        header.gamestate,
+        header.level,
+        header.lives,
+        header.exec_fz,
+        header.exec_spin,
+        0,
+        header.seq,
+        header.frame,
+        header.score,
+        header.reward_obj,
+        header.reward_subj,
+    )
+    return frame(body + np.asarray(obs, dtype="<f4").tobytes())
+
+
+def decode_state_header(body: bytes, n_features: int) -> StateHeader:
+    expected = STATE_HEADER.size + 4 * n_features
+    if len(body) != expected:
+        raise ProtocolError(f"STATE of {len(body)} bytes, expected {expected} for {n_features} features")
+    f = STATE_HEADER.unpack_from(body)
+    if f[0] != STATE:
+        raise ProtocolError(f"expected STATE (0x02), got message type 0x{f[0]:02x}")
+    return StateHeader(*f[1:7], *f[8:])
+
+
+def decode_state(body: bytes, n_features: int) -> tuple[StateHeader, np.ndarray]:
+    header = decode_state_header(body, n_features)
+    obs = np.frombuffer(body, dtype="<f4", count=n_features, offset=STATE_HEADER.size)
+    return header, obs
+
+
+def decode_bye(body: bytes) -> str:
+    """A client's last words: why it is leaving (a Lua error, a refused handshake...)."""
+    if len(body) < 3:
+        return "(no reason given)"
+    (n,) = struct.unpack_from("<H", body, 1)
+    return body[3 : 3 + n].decode("utf-8", "replace")
+
+
+def encode_action(seq: int, fz: int, spin: int, command: int = CMD_NONE, arg: int = 0) -> bytes:
+    return frame(_ACTION.pack(ACTION, command, fz, spin, seq & 0xFFFFFFFF, arg & 0xFFFFFFFF))
+
+
+def decode_action(body: bytes) -> tuple[int, int, int, int, int]:
+    """(command, fz, spin, seq, arg) — the Lua client's job; used by tests."""
+    if len(body) != _ACTION.size:
+        raise ProtocolError(f"ACTION of {len(body)} bytes, expected {_ACTION.size}")
+    kind, command, fz, spin, seq, arg = _ACTION.unpack(body)
+    if kind != ACTION:
+        raise ProtocolError(f"expected ACTION (0x83), got 0x{kind:02x}")
+    return command, fz, spin, seq, arg
+
+
+def encode_welcome() -> bytes:
+    return frame(_WELCOME.pack(WELCOME, PROTOCOL_VERSION))
+
+
+def encode_reject(reason: str) -> bytes:
+    raw = reason.encode()[:1000]
+    return frame(struct.pack("<BH", REJECT, len(raw)) + raw)

@@ -1,0 +1,275 @@
+"""``TempestVecEnv``: N real MAME instances as one Stable-Baselines3 ``VecEnv``.
+
+Semantics (docs/env.md has the long version):
+
+* one step = one game tick (~27 per emulated second) of every instance, in lockstep;
+* the action is the hybrid action encoded as ``Box([0, -1], [3, 1])``: column 0 rounds to the
+  fire/zap index (0 none, 1 fire, 2 zap, 3 fire+zap), column 1 times ``max_spin`` is the
+  spinner delta for the tick (positive = lane number decreases, as the game's knob does);
+* the Lua client plays the parts the agent does not control (starting games, level select,
+  initials, death and level-transition sequences). Those ticks are still steps, flagged
+  ``info["control"] == False``; the action answering them is ignored, and the next step's
+  ``info["agent_in_control"]`` says whether the previous action really ran as the agent's.
+  ``info["executed_action"]`` is what ran (clamped and rounded), for replay buffers;
+* an episode is one life: it ends (``terminated``) on the tick the player dies. There is no
+  reset between lives, so the observation returned with ``done`` is the death tick itself
+  (also in ``terminal_observation``); the game carries on, and after game over the client
+  starts a new game by itself. ``reset()`` after the first starts fresh games from a save
+  state taken at boot.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
+
+from tempest_gym import protocol
+from tempest_gym.cluster import ClusterConfig, MameCluster
+from tempest_gym.layout import StateLayout, default_layout
+
+NUM_FIRE_ZAP = 4
+MAX_SPIN = 31  # the game clamps the per-tick delta to +-31 (16 units per lane)
+FIRE_ZAP_NAMES = ("none", "fire", "zap", "fire+zap")
+
+ExpertFactory = Callable[[StateLayout, int, int], Any]
+
+
+def hybrid_action_space() -> spaces.Box:
+    """Fire/zap index in [0, 3] (rounded) and spinner in [-1, 1]."""
+    return spaces.Box(low=np.array([0.0, -1.0], np.float32), high=np.array([3.0, 1.0], np.float32), dtype=np.float32)
+
+
+def decode_actions(actions: np.ndarray, max_spin: int) -> tuple[np.ndarray, np.ndarray]:
+    """Box actions (N, 2) -> fire/zap index (N,) in 0..3 and integer spinner delta (N,)."""
+    a = np.asarray(actions, dtype=np.float32).reshape(-1, 2)
+    if not np.isfinite(a).all():
+        raise ValueError(f"actions must be finite, got {a}")
+    fz = np.clip(np.rint(a[:, 0]), 0, NUM_FIRE_ZAP - 1).astype(np.int64)
+    spin = np.rint(np.clip(a[:, 1], -1.0, 1.0) * max_spin).astype(np.int64)
+    return fz, spin
+
+
+def _default_expert(layout: StateLayout, max_spin: int, seed: int) -> Any:
+    from policies.expert import TempestExpert
+
+    return TempestExpert(layout=layout, max_spin=max_spin, seed=seed)
+
+
+class TempestVecEnv(VecEnv):
+    """N headless MAME processes playing ``tempest1``, stepped in lockstep (see module doc)."""
+
+    metadata = {"render_modes": []}
+    render_mode = None
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        rompath: str | None = None,
+        mame: str | None = None,
+        start_level: int = 1,
+        lives: int = 3,
+        seed: int = 0,
+        reward_obj_scale: float = 0.01,
+        reward_subj_scale: float = 0.01,
+        death_penalty: int = 1000,
+        max_spin: int = MAX_SPIN,
+        max_episode_steps: int | None = None,
+        expert: ExpertFactory | None | bool = True,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        transport: str = "auto",
+        pipeline: bool = True,
+        connect_timeout: float = 60.0,
+        step_timeout: float = 120.0,
+        headless: bool = True,
+        workdir: str | None = None,
+        keep_workdir: bool = False,
+        layout: StateLayout | None = None,
+    ) -> None:
+        self.layout = layout or default_layout()
+        if not 1 <= max_spin <= MAX_SPIN:
+            raise ValueError(f"max_spin must be in 1..{MAX_SPIN}, got {max_spin}")
+        obs_space = spaces.Box(low=self.layout.low, high=self.layout.high, dtype=np.float32)
+        super().__init__(num_envs, obs_space, hybrid_action_space())
+        self.cluster_config = ClusterConfig(
+            num_envs=num_envs,
+            rompath=rompath,
+            mame=mame,
+            start_level=start_level,
+            lives=lives,
+            seed=seed,
+            host=host,
+            port=port,
+            token=token,
+            transport=transport,
+            pipeline=pipeline,
+            death_penalty=death_penalty,
+            connect_timeout=connect_timeout,
+            step_timeout=step_timeout,
+            headless=headless,
+            workdir=workdir,
+            keep_workdir=keep_workdir,
+        )
+        self.cluster_config.validate()
+        self.cluster = MameCluster(self.cluster_config, self.layout)
+        self.reward_obj_scale = float(reward_obj_scale)
+        self.reward_subj_scale = float(reward_subj_scale)
+        self.max_spin = int(max_spin)
+        self.max_episode_steps = max_episode_steps
+        self.base_seed = int(seed)
+        if expert is True:
+            expert = _default_expert
+        self.expert = expert(self.layout, self.max_spin, self.base_seed) if expert else None
+        self._actions: np.ndarray | None = None
+        self._ep_return = np.zeros(num_envs, dtype=np.float64)
+        self._ep_len = np.zeros(num_envs, dtype=np.int64)
+        self._ep_start = np.zeros(num_envs, dtype=np.float64)
+        self._ep_score0 = np.zeros(num_envs, dtype=np.int64)
+        self._zero = np.zeros(num_envs, dtype=np.int64)
+        self.total_steps = 0
+        self.last_states: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ VecEnv API
+    def reset(self) -> VecEnvObs:
+        seeds = [s if s is not None else self.base_seed + i for i, s in enumerate(self._seeds)]
+        if not self.cluster.started:
+            self.cluster.config.seed = seeds[0]
+            self.cluster.start()
+            arr = self.cluster.receive_states()
+        else:
+            self.cluster.send_actions(self._zero, self._zero, protocol.CMD_RESET, np.array(seeds) & 0x7FFFFFFF)
+            arr = self.cluster.receive_states()
+        self._reset_seeds()
+        self._reset_options()
+        now = time.monotonic()
+        self._ep_return[:] = 0.0
+        self._ep_len[:] = 0
+        self._ep_start[:] = now
+        self._ep_score0[:] = arr["score"]
+        obs = np.array(arr["obs"], dtype=np.float32)
+        self.last_states = arr
+        self.reset_infos = self._infos(arr, obs, np.zeros(self.num_envs, bool))
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        if self._actions is None:
+            raise RuntimeError("step_wait() without step_async()")
+        if not self.cluster.started:
+            raise RuntimeError("call reset() before step()")
+        fz, spin = decode_actions(self._actions, self.max_spin)
+        self._actions = None
+        self.cluster.send_actions(fz, spin)
+        arr = self.cluster.receive_states()
+        self.last_states = arr
+        obs = np.array(arr["obs"], dtype=np.float32)
+        rewards = (self.reward_obj_scale * arr["reward_obj"] + self.reward_subj_scale * arr["reward_subj"]).astype(
+            np.float32
+        )
+        flags = arr["flags"]
+        terminated = (flags & protocol.F_DEATH) != 0
+        self._ep_return += rewards
+        self._ep_len += 1
+        self.total_steps += self.num_envs
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        if self.max_episode_steps:
+            truncated = (self._ep_len >= self.max_episode_steps) & ~terminated
+        dones = terminated | truncated
+        infos = self._infos(arr, obs, dones)
+        if dones.any():
+            now = time.monotonic()
+            for i in np.flatnonzero(dones):
+                info = infos[i]
+                info["terminal_observation"] = obs[i].copy()
+                info["TimeLimit.truncated"] = bool(truncated[i])
+                info["episode"] = {
+                    "r": float(self._ep_return[i]),
+                    "l": int(self._ep_len[i]),
+                    "t": round(now - self._ep_start[i], 6),
+                    "score": int(arr["score"][i]),
+                    "points": int(arr["score"][i]) - int(self._ep_score0[i]),
+                    "level": int(arr["level"][i]),
+                    "game_over": bool(flags[i] & protocol.F_GAME_OVER),
+                }
+                self._ep_return[i] = 0.0
+                self._ep_len[i] = 0
+                self._ep_start[i] = now
+                self._ep_score0[i] = 0 if flags[i] & protocol.F_GAME_OVER else int(arr["score"][i])
+        new_game = (flags & protocol.F_NEW_GAME) != 0
+        if new_game.any():
+            self._ep_score0[new_game] = 0
+        return obs, rewards, dones, infos
+
+    def _infos(self, arr: np.ndarray, obs: np.ndarray, dones: np.ndarray) -> list[dict[str, Any]]:
+        flags = arr["flags"]
+        expert = self.expert.predict_batch(obs) if self.expert is not None else None
+        exec_spin = arr["exec_spin"].astype(np.float32) / self.max_spin
+        infos = []
+        for i in range(self.num_envs):
+            f = int(flags[i])
+            info: dict[str, Any] = {
+                "control": bool(f & protocol.F_CONTROL),
+                "agent_in_control": bool(f & protocol.F_APPLIED),
+                "executed_action": np.array([arr["exec_fz"][i], exec_spin[i]], dtype=np.float32),
+                "score": int(arr["score"][i]),
+                "level": int(arr["level"][i]),
+                "lives": int(arr["lives"][i]),
+                "gamestate": int(arr["gamestate"][i]),
+                "frame": int(arr["frame"][i]),
+                "reward_obj": float(arr["reward_obj"][i]),
+                "reward_subj": float(arr["reward_subj"][i]),
+                "game_over": bool(f & protocol.F_GAME_OVER),
+                "new_game": bool(f & protocol.F_NEW_GAME),
+                "level_up": bool(f & protocol.F_LEVEL_UP),
+            }
+            if expert is not None:
+                info["expert_action"] = expert[i]
+            infos.append(info)
+        return infos
+
+    def close(self) -> None:
+        self.cluster.close()
+
+    def seed(self, seed: int | None = None) -> Sequence[None | int]:
+        if seed is None:
+            seed = int(np.random.randint(0, 2**31 - 1))
+        self._seeds = [seed + i for i in range(self.num_envs)]
+        if self.expert is not None and hasattr(self.expert, "seed"):
+            self.expert.seed(seed)
+        return self._seeds
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        return [getattr(self, attr_name) for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        setattr(self, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
+        return [getattr(self, method_name)(*method_args, **method_kwargs) for _ in self._get_indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
+        return [False for _ in self._get_indices(indices)]
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        return [None for _ in range(self.num_envs)]
+
+    def _get_indices(self, indices: VecEnvIndices) -> Iterable[int]:
+        if indices is None:
+            return range(self.num_envs)
+        if isinstance(indices, int):
+            return [indices]
+        return indices
+
+    def __del__(self) -> None:
+        try:
+            self.cluster.close()
+        except Exception:
+            pass
