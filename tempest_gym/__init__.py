@@ -1,0 +1,33 @@
+"""tempest-gym: Atari's Tempest (1981) in real MAME as a Gymnasium / Stable-Baselines3 environment.
+
+``import tempest_gym`` registers ``TempestMAME-v0`` with Gymnasium. For SB3 use
+:func:`make_vec_env`, which returns a :class:`~tempest_gym.vec_env.TempestVecEnv` owning N
+headless MAME processes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+__version__ = "0.1.0"
+ENV_ID = "TempestMAME-v0"
+
+if ENV_ID not in gym.registry:
+    gym.register(
+        id=ENV_ID,
+        entry_point="tempest_gym.envs:TempestEnv",
+        vector_entry_point="tempest_gym.envs:TempestVectorEnv",
+        nondeterministic=False,
+    )
+
+
+def make_vec_env(num_envs: int = 1, **kwargs: Any):
+    """N headless MAME instances as one SB3 VecEnv (see TempestVecEnv for the keyword arguments)."""
+    from tempest_gym.vec_env import TempestVecEnv
+
+    return TempestVecEnv(num_envs=num_envs, **kwargs)
+
+
+__all__ = ["ENV_ID", "make_vec_env", "__version__"]

@@ -30,6 +30,12 @@ START_LEVELS = (1, 3, 5, 7, 9, 11, 13, 15, 17, 20, 22, 24, 26, 28, 31, 33, 36, 4
                 63, 65, 73, 81)  # fmt: skip
 
 
+def read_ram_trace(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """A client's RAM trace (``trace_ram=True``): seq numbers (T,) and RAM $0000-$03FF (T, 1024)."""
+    raw = np.fromfile(path, dtype=np.dtype([("seq", "<u4"), ("ram", "u1", (1024,))]))
+    return raw["seq"], raw["ram"]
+
+
 def state_dtype(n_features: int) -> np.dtype:
     """numpy view of one STATE body (must match protocol.STATE_HEADER + n float32)."""
     return np.dtype(
@@ -74,6 +80,8 @@ class ClusterConfig:
     workdir: str | None = None
     keep_workdir: bool = False
     mame_args: tuple[str, ...] = field(default_factory=tuple)
+    trace_ram: bool = False  # the client writes seq + RAM $0000-$03FF per state to slotN/trace.bin
+    client_settings: dict[str, object] = field(default_factory=dict)  # extra/overriding Lua settings
 
     def validate(self) -> None:
         if self.num_envs < 1:
@@ -135,6 +143,9 @@ class MameCluster:
             }
             wd = root / f"slot{slot}"
             wd.mkdir(parents=True, exist_ok=True)
+            if cfg.trace_ram:
+                settings["trace"] = str(wd / "trace.bin")
+            settings.update(cfg.client_settings)
             self.procs.append(MameProcess(slot, wd, mame, rompath, settings, cfg.headless, cfg.mame_args))
         try:
             for p in self.procs:
@@ -147,8 +158,15 @@ class MameCluster:
                 check_alive=self._check_processes,
             )
         except TempestGymError as exc:
+            for p in self.procs:  # let a client that is exiting finish, so its last words show
+                if p.proc is not None and p.poll() is None:
+                    try:
+                        p.proc.wait(timeout=1.0)
+                    except Exception:
+                        pass
+            report = self._process_report()
             self.close()
-            raise type(exc)(f"{exc}\n{self._process_report()}") from exc
+            raise type(exc)(f"{exc}\n{report}") from exc
         except BaseException:
             self.close()
             raise
@@ -261,5 +279,13 @@ class MameCluster:
                 raise self._disconnected(i, "exited")
 
     def _disconnected(self, i: int, what: str) -> ClientDisconnectedError:
-        report = self.procs[i].describe_exit() if i < len(self.procs) else ""
+        report = ""
+        if i < len(self.procs):
+            proc = self.procs[i]
+            if proc.proc is not None and proc.poll() is None:
+                try:  # a client that hung up is usually exiting: let its exit code and last words land
+                    proc.proc.wait(timeout=1.0)
+                except Exception:
+                    pass
+            report = proc.describe_exit()
         return ClientDisconnectedError(f"MAME client slot {i} {what}.\n{report}")

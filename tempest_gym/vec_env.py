@@ -91,6 +91,8 @@ class TempestVecEnv(VecEnv):
         workdir: str | None = None,
         keep_workdir: bool = False,
         layout: StateLayout | None = None,
+        trace_ram: bool = False,
+        client_settings: dict[str, object] | None = None,
     ) -> None:
         self.layout = layout or default_layout()
         if not 1 <= max_spin <= MAX_SPIN:
@@ -115,6 +117,8 @@ class TempestVecEnv(VecEnv):
             headless=headless,
             workdir=workdir,
             keep_workdir=keep_workdir,
+            trace_ram=trace_ram,
+            client_settings=dict(client_settings or {}),
         )
         self.cluster_config.validate()
         self.cluster = MameCluster(self.cluster_config, self.layout)

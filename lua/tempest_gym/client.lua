@@ -181,7 +181,15 @@ function client.start(lua_dir)
 		end
 	end
 
-	local function tick(R)
+	local trace
+	if cfg.trace ~= "" then
+		trace = io.open(cfg.trace, "wb")
+		if not trace then
+			fatal(EXIT_CONFIG, "cannot write trace file " .. cfg.trace)
+		end
+	end
+
+	local function tick(R, ram)
 		local info = ex.extract(R, raw)
 		if not checked then
 			ex.check_complete(raw)
@@ -206,7 +214,8 @@ function client.start(lua_dir)
 		if info.in_game and prev_in_game == false then
 			new_game_pending = true
 		end
-		if new_game_pending and info.in_game then
+		-- flag the first tick after NEWGAM ($00) has run: the score is back at 0 from there on
+		if new_game_pending and info.in_game and info.gs ~= 0x00 then
 			f = f | protocol.F_NEW_GAME
 			new_game_pending = false
 		end
@@ -221,6 +230,10 @@ function client.start(lua_dir)
 			seq, frame & 0xFFFFFFFF, info.score, r_obj, r_subj, vals))
 		if not ok_send then
 			fatal(EXIT_LOST, "lost the server while sending a state: " .. tostring(e))
+		end
+		if trace then
+			trace:write(string.pack("<I4", seq), ram)
+			trace:flush()
 		end
 		exec_fz, exec_spin, applied = 0, 0, false
 		awaiting, awaiting_control = true, info.control
@@ -242,10 +255,10 @@ function client.start(lua_dir)
 		if awaiting and receive_action() then
 			return
 		end
-		local R = ex.read(mem)
+		local R, ram = ex.read(mem)
 		if R[0x03 + 1] ~= last_tick then
 			last_tick = R[0x03 + 1]
-			tick(R)
+			tick(R, ram)
 			if not pipeline and receive_action() then
 				return
 			end

@@ -19,6 +19,7 @@ local DEFAULTS = {
 	bonus_threshold = 6000, -- score jumps this large are level/start bonuses, not play
 	token = "",
 	layout = "", -- path of state_layout.tsv (default: beside the script)
+	trace = "", -- if set, append seq (u32) + RAM $0000-$03FF for every sent state (tests)
 	verbose = 0,
 }
 
@@ -72,6 +73,9 @@ function config.load()
 		if v and v ~= "" then
 			set(cfg, k, v, "$TEMPEST_GYM_" .. k:upper())
 		end
+	end
+	if cfg.transport ~= "auto" and cfg.transport ~= "luasocket" and cfg.transport ~= "emufile" then
+		error("unknown transport " .. tostring(cfg.transport) .. " (auto, luasocket or emufile)")
 	end
 	if cfg.port <= 0 or cfg.port > 65535 then
 		error("no server port: set port= in $TEMPEST_GYM_CONFIG or $TEMPEST_GYM_PORT")
