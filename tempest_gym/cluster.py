@@ -8,6 +8,7 @@ with N.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import selectors
 import shutil
@@ -87,7 +88,9 @@ class ClusterConfig:
         if self.num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")
         if self.start_level not in START_LEVELS:
-            raise ValueError(f"start_level {self.start_level} is not selectable in Tempest; choose one of {START_LEVELS}")
+            raise ValueError(
+                f"start_level {self.start_level} is not selectable in Tempest; choose one of {START_LEVELS}"
+            )
         if self.lives not in (2, 3, 4, 5):
             raise ValueError(f"lives must be 2, 3, 4 or 5 (the dip switch), got {self.lives}")
         if self.transport not in ("auto", "luasocket", "emufile"):
@@ -159,11 +162,7 @@ class MameCluster:
             )
         except TempestGymError as exc:
             for p in self.procs:  # let a client that is exiting finish, so its last words show
-                if p.proc is not None and p.poll() is None:
-                    try:
-                        p.proc.wait(timeout=1.0)
-                    except Exception:
-                        pass
+                p.wait_exit(1.0)
             report = self._process_report()
             self.close()
             raise type(exc)(f"{exc}\n{report}") from exc
@@ -188,10 +187,8 @@ class MameCluster:
         """Ask clients to quit, then make sure every process is gone."""
         for c in self.clients:
             if c is not None and not c.closed:
-                try:
+                with contextlib.suppress(TempestGymError, OSError):
                     c.send(protocol.encode_action(0, 0, 0, protocol.CMD_QUIT))
-                except (TempestGymError, OSError):
-                    pass
         for p in self.procs:
             p.kill(grace=1.0)
         for c in self.clients:
@@ -211,8 +208,9 @@ class MameCluster:
         self.started = False
 
     # ------------------------------------------------------------------ stepping
-    def send_actions(self, fz: np.ndarray, spin: np.ndarray, command: int = protocol.CMD_NONE,
-                     args: np.ndarray | None = None) -> None:
+    def send_actions(
+        self, fz: np.ndarray, spin: np.ndarray, command: int = protocol.CMD_NONE, args: np.ndarray | None = None
+    ) -> None:
         """Answer every client's last state. ``fz`` in 0..3, ``spin`` the signed tick delta."""
         for i, c in enumerate(self.clients):
             assert c is not None
@@ -282,10 +280,6 @@ class MameCluster:
         report = ""
         if i < len(self.procs):
             proc = self.procs[i]
-            if proc.proc is not None and proc.poll() is None:
-                try:  # a client that hung up is usually exiting: let its exit code and last words land
-                    proc.proc.wait(timeout=1.0)
-                except Exception:
-                    pass
+            proc.wait_exit(1.0)  # a client that hung up is usually exiting: let its last words land
             report = proc.describe_exit()
         return ClientDisconnectedError(f"MAME client slot {i} {what}.\n{report}")

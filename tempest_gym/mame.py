@@ -7,6 +7,7 @@ trajectory and leak dip-switch settings between runs (mame-lua.md 4.2).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -87,8 +88,7 @@ def verify_roms(mame: str, rompath: str) -> None:
     if out.returncode != 0 or f"romset {GAME} is bad" in text:
         lines = [ln for ln in text.splitlines() if "ALSA" not in ln][-12:]
         raise RomsNotFoundError(
-            f"MAME says the {GAME} ROMs in {rompath} are missing or bad (rc {out.returncode}):\n  "
-            + "\n  ".join(lines)
+            f"MAME says the {GAME} ROMs in {rompath} are missing or bad (rc {out.returncode}):\n  " + "\n  ".join(lines)
         )
     _verified.add(key)
 
@@ -173,9 +173,13 @@ class MameProcess:
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         cfg_path = self.workdir / "client.cfg"
         cfg_path.write_text("".join(f"{k}={v}\n" for k, v in self.settings.items()))
-        log = open(self.log_path, "ab")
+        with open(self.log_path, "ab") as log:
+            self.proc = self._popen(cfg_path, log)
+        self.starts += 1
+
+    def _popen(self, cfg_path: Path, log) -> subprocess.Popen[bytes]:
         try:
-            self.proc = subprocess.Popen(
+            return subprocess.Popen(
                 self.command(),
                 cwd=self.workdir,
                 stdin=subprocess.DEVNULL,
@@ -186,9 +190,6 @@ class MameProcess:
             )
         except OSError as exc:
             raise MameNotFoundError(f"could not start {self.mame}: {exc}") from exc
-        finally:
-            log.close()
-        self.starts += 1
 
     @property
     def pid(self) -> int | None:
@@ -224,15 +225,17 @@ class MameProcess:
         """Stop the process: wait ``grace`` seconds for a clean exit, then SIGKILL."""
         if self.proc is None:
             return
-        if self.proc.poll() is None and grace > 0:
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
+        if grace > 0:
+            self.wait_exit(grace)
         if self.proc.poll() is None:
             self.proc.kill()  # headless MAME ignores SIGTERM
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
+            self.wait_exit(5)
         self.proc = None
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` s for the process to end (e.g. a client that just hung up)."""
+        if self.proc is None:
+            return None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=timeout)
+        return self.proc.poll()

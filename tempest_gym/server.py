@@ -6,6 +6,7 @@ thread per client, so no GIL contention on the per-tick path).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hmac
 import logging
@@ -73,10 +74,8 @@ class ClientConnection:
 
     def close(self) -> None:
         self.closed = True
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
 
 class Server:
@@ -201,7 +200,5 @@ class Server:
         return ClientConnection(conn, addr, hello, dec)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass

@@ -20,6 +20,7 @@ Semantics (docs/env.md has the long version):
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -273,7 +274,5 @@ class TempestVecEnv(VecEnv):
         return indices
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.cluster.close()
-        except Exception:
-            pass

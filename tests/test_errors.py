@@ -86,9 +86,8 @@ def test_port_in_use(tmp_path):
     blocker.bind(("127.0.0.1", 0))
     blocker.listen(1)
     try:
-        env = TempestVecEnv(
-            port=blocker.getsockname()[1], mame=fake_mame(tmp_path, "sleep 30"), rompath=fake_roms(tmp_path), expert=False
-        )
+        port = blocker.getsockname()[1]
+        env = TempestVecEnv(port=port, mame=fake_mame(tmp_path, "sleep 30"), rompath=fake_roms(tmp_path), expert=False)
         with pytest.raises(PortInUseError, match="already in use"):
             env.reset()
     finally:
@@ -117,9 +116,7 @@ def test_client_that_dies_at_start_shows_its_output(tmp_path):
 def test_layout_mismatch_is_refused_naming_both_sides(rompath, tmp_path):
     src = (lua_dir() / "state_layout.tsv").read_text()
     (tmp_path / "old_layout.tsv").write_text(src.replace("player_alive\t1\t0\t1\t1", "player_alive\t1\t0\t2\t2"))
-    env = TempestVecEnv(
-        rompath=rompath, expert=False, client_settings={"layout": str(tmp_path / "old_layout.tsv")}
-    )
+    env = TempestVecEnv(rompath=rompath, expert=False, client_settings={"layout": str(tmp_path / "old_layout.tsv")})
     with pytest.raises(protocol.HandshakeError, match="state layout mismatch") as exc:
         env.reset()
     assert f"{env.layout.hash:08x}" in str(exc.value)

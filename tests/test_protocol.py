@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tempest_gym import protocol
 from tempest_gym.cluster import state_dtype
 from tempest_gym.layout import default_layout
-from tempest_gym.protocol import FrameDecoder, Hello, HandshakeError, ProtocolError, StateHeader
+from tempest_gym.protocol import FrameDecoder, HandshakeError, Hello, ProtocolError, StateHeader
 from tempest_gym.server import Server
 
 LAYOUT = default_layout()

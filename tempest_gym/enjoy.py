@@ -1,0 +1,171 @@
+"""Watch a policy play: ``python -m tempest_gym.enjoy --algo expert -n 20000 --num-envs 2 --rompath DIR``.
+
+Prints one line per finished episode (one life) and a summary at the end. ``--algo`` is
+``expert`` (the rule-based teacher), ``random``, or a trained algorithm loaded from a Zoo-style
+log folder (``-f logs/``) or a model file (``--model``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tempest_gym import ENV_ID
+from tempest_gym.errors import TempestGymError
+
+Policy = Callable[[np.ndarray, list[dict]], np.ndarray]
+
+
+@dataclass
+class EpisodeLog:
+    """Per-episode results and the summary printed at the end."""
+
+    episodes: list[dict] = field(default_factory=list)
+    start: float = field(default_factory=time.monotonic)
+
+    def add(self, env_index: int, ep: dict) -> None:
+        self.episodes.append(ep)
+        end = "game over" if ep.get("game_over") else ""
+        print(
+            f"episode {len(self.episodes):4d}  env {env_index}  score {ep['score']:>8,}  points {ep['points']:>7,}  "
+            f"level {ep['level']:3d}  length {ep['l']:6,} ticks  return {ep['r']:8.2f}  {end}",
+            flush=True,
+        )
+
+    def summary(self, steps: int) -> str:
+        dt = time.monotonic() - self.start
+        if not self.episodes:
+            return f"no episode finished in {steps:,} steps ({dt:.1f} s); run longer with -n"
+        pts = np.array([e["points"] for e in self.episodes])
+        lvl = np.array([e["level"] for e in self.episodes])
+        length = np.array([e["l"] for e in self.episodes])
+        return (
+            f"{len(self.episodes)} episodes in {steps:,} steps ({dt:.1f} s, {steps / dt:,.0f} steps/s): "
+            f"points per episode mean {pts.mean():,.0f} median {np.median(pts):,.0f} max {pts.max():,}; "
+            f"level mean {lvl.mean():.2f} max {lvl.max()}; length mean {length.mean():,.0f} ticks"
+        )
+
+
+def make_policy(args: argparse.Namespace, env) -> Policy:
+    """A function (obs, infos) -> actions for the chosen algorithm."""
+    if args.algo == "random":
+        rng = np.random.default_rng(args.seed)
+
+        def random_policy(obs: np.ndarray, infos: list[dict]) -> np.ndarray:
+            n = obs.shape[0]
+            return np.stack([rng.uniform(0, 3, n), rng.uniform(-1, 1, n)], axis=1).astype(np.float32)
+
+        return random_policy
+    if args.algo == "expert":
+        from policies.expert import TempestExpert
+
+        expert = TempestExpert(layout=env.layout, max_spin=env.max_spin, seed=args.seed)
+        return lambda obs, infos: expert.predict_batch(obs)
+    from tempest_gym.model_io import load_trained_model
+
+    model = load_trained_model(
+        args.algo,
+        args.env,
+        folder=args.folder,
+        model_path=args.model,
+        exp_id=args.exp_id,
+        load_best=args.load_best,
+        env=env,
+    )
+    deterministic = not args.stochastic
+
+    def model_policy(obs: np.ndarray, infos: list[dict]) -> np.ndarray:
+        actions, _ = model.predict(obs, deterministic=deterministic)
+        return actions
+
+    return model_policy
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m tempest_gym.enjoy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--algo", default="expert", help="expert, random, or a trained algorithm (hybrid_dqn)")
+    p.add_argument("--env", default=ENV_ID, help="environment id (only TempestMAME-v0)")
+    p.add_argument("-n", "--n-timesteps", type=int, default=10_000, help="env steps (ticks per instance x instances)")
+    p.add_argument("--num-envs", type=int, default=1, help="MAME instances")
+    p.add_argument("--rompath", default=None, help="directory holding tempest1 (default: $TEMPEST_ROMS)")
+    p.add_argument("--mame", default=None, help="MAME binary (default: mame on PATH or /usr/games/mame)")
+    p.add_argument("--start-level", type=int, default=1)
+    p.add_argument("--lives", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--episodes", type=int, default=0, help="stop after this many episodes (0: use -n)")
+    p.add_argument("-f", "--folder", default="logs", help="Zoo-style log folder of trained agents")
+    p.add_argument("--model", default=None, help="path of a saved model .zip (instead of -f)")
+    p.add_argument("--exp-id", type=int, default=0, help="experiment id in the log folder (0: latest)")
+    p.add_argument("--load-best", action="store_true", help="load best_model.zip instead of the last model")
+    p.add_argument("--stochastic", action="store_true", help="sample actions instead of the greedy ones")
+    view = p.add_mutually_exclusive_group()
+    view.add_argument(
+        "--headless",
+        dest="headless",
+        action="store_true",
+        default=None,
+        help="no window, full speed (default when there is no display)",
+    )
+    view.add_argument("--window", dest="headless", action="store_false", help="a normal MAME window at game speed")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.env != ENV_ID:
+        print(f"error: unknown env {args.env!r}; tempest-gym provides {ENV_ID}", file=sys.stderr)
+        return 2
+    headless = args.headless
+    if headless is None:
+        headless = not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    from tempest_gym.vec_env import TempestVecEnv
+
+    try:
+        env = TempestVecEnv(
+            num_envs=args.num_envs,
+            rompath=args.rompath,
+            mame=args.mame,
+            start_level=args.start_level,
+            lives=args.lives,
+            seed=args.seed,
+            expert=False,
+            headless=headless,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    log = EpisodeLog()
+    steps = 0
+    try:
+        policy = make_policy(args, env)
+        obs = env.reset()
+        infos = env.reset_infos
+        print(f"playing {args.algo} on {args.num_envs} MAME instance(s), start level {args.start_level}", flush=True)
+        while steps < args.n_timesteps:
+            obs, _, dones, infos = env.step(policy(obs, infos))
+            steps += env.num_envs
+            for i in np.flatnonzero(dones):
+                log.add(int(i), infos[i]["episode"])
+            if args.episodes and len(log.episodes) >= args.episodes:
+                break
+    except TempestGymError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+    finally:
+        env.close()
+    print(log.summary(steps), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
