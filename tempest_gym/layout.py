@@ -161,3 +161,38 @@ def feature_table_markdown(layout: StateLayout) -> str:
         idx = str(s.start) if g.count == 1 else f"{s.start}-{s.stop - 1}"
         rows.append(f"| {idx} | `{g.name}` | {g.count} | {g.lo}..{g.hi} | {g.scale} | {g.meaning} |")
     return "\n".join(rows) + "\n"
+
+
+BEGIN_MARK = "<!-- BEGIN FEATURE TABLE (generated: python -m tempest_gym.layout --write docs/state.md) -->"
+END_MARK = "<!-- END FEATURE TABLE -->"
+
+
+def render_state_doc(doc: str, layout: StateLayout) -> str:
+    """``doc`` with the text between the feature-table markers replaced by the current table."""
+    try:
+        head, rest = doc.split(BEGIN_MARK, 1)
+        _, tail = rest.split(END_MARK, 1)
+    except ValueError:
+        raise ValueError(f"the document lacks the markers {BEGIN_MARK!r} ... {END_MARK!r}") from None
+    summary = f"\n{layout.size} features, layout hash `{layout.hash:08x}`.\n\n"
+    return head + BEGIN_MARK + summary + feature_table_markdown(layout) + END_MARK + tail
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m tempest_gym.layout", description="Show or document the state layout")
+    p.add_argument("--write", metavar="DOC", help="regenerate the feature table inside DOC (docs/state.md)")
+    args = p.parse_args(argv)
+    layout = default_layout()
+    if args.write:
+        path = Path(args.write)
+        path.write_text(render_state_doc(path.read_text(encoding="utf-8"), layout), encoding="utf-8")
+        print(f"wrote {path}: {layout.describe()}")
+    else:
+        print(feature_table_markdown(layout), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""What the bridge costs: bare MAME vs. MAME talking to TempestVecEnv, side by side in one run.
+
+    python benchmarks/bridge_overhead.py --rompath ../shared/roms [--seconds 10] [--rounds 2]
+
+For N = 1 and N = 2 instances it measures, interleaved round by round (the machine's load
+drifts; ratios within a round are what matter):
+
+* ``noop``      MAME running tempest1 with a Lua frame callback that does nothing;
+* ``bridge``    the full bridge (state extraction, rewards, one STATE + one ACTION per tick,
+                lockstep VecEnv stepping with random actions), pipelined reply (the default);
+* ``unpiped``   the same with the reply read at once (``pipeline=False``).
+
+Prints emulated video frames/s (summed over instances), decisions/s (agent steps summed over
+instances) and the ratio of frames/s to the no-op baseline. No assertions: figures only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tempest_gym.mame import find_mame, find_rompath
+from tempest_gym.vec_env import TempestVecEnv
+
+NOOP_LUA = """
+local frames, t0 = 0, nil
+local tps = emu.osd_ticks_per_second()
+local target = tonumber(os.getenv("BENCH_FRAMES"))
+emu.register_frame_done(function()
+  frames = frames + 1
+  if frames == 60 then t0 = emu.osd_ticks() end
+  if frames == 60 + target then
+    print(string.format("BENCH frames=%d seconds=%.6f", target, (emu.osd_ticks() - t0) / tps))
+    io.stdout:flush()
+    os.exit(0)
+  end
+end, "noop")
+"""
+
+
+def noop_fps(mame: str, rompath: str, n: int, frames: int) -> float:
+    """Summed frames/s of n concurrent MAME processes with a do-nothing frame callback."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "noop.lua"
+        script.write_text(NOOP_LUA)
+        procs = []
+        for i in range(n):
+            d = Path(tmp) / f"p{i}"
+            d.mkdir()
+            cmd = [
+                mame,
+                "tempest1",
+                "-rompath",
+                rompath,
+                "-noreadconfig",
+                "-video",
+                "none",
+                "-sound",
+                "none",
+                "-nothrottle",
+                "-skip_gameinfo",
+                "-nonvram_save",
+                "-autoboot_script",
+                str(script),
+            ]
+            env = {"SDL_VIDEODRIVER": "dummy", "BENCH_FRAMES": str(frames), "PATH": "/usr/bin:/bin"}
+            procs.append(
+                subprocess.Popen(cmd, cwd=d, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            )
+        total = 0.0
+        for p in procs:
+            out, _ = p.communicate(timeout=600)
+            line = next(ln for ln in out.splitlines() if ln.startswith("BENCH"))
+            secs = float(line.split("seconds=")[1])
+            total += frames / secs
+        return total
+
+
+def bridge_fps(rompath: str, n: int, seconds: float, pipeline: bool) -> tuple[float, float, float]:
+    """(frames/s summed, decisions/s summed, fraction of ticks under agent control)."""
+    env = TempestVecEnv(num_envs=n, rompath=rompath, expert=False, pipeline=pipeline, seed=7)
+    rng = np.random.default_rng(0)
+    try:
+        env.reset()
+        for _ in range(200):  # past boot
+            env.step(np.stack([rng.uniform(0, 3, n), rng.uniform(-1, 1, n)], 1))
+        f0 = env.last_states["frame"].astype(np.int64).copy()
+        steps = control = 0
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            _, _, _, infos = env.step(np.stack([rng.uniform(0, 3, n), rng.uniform(-1, 1, n)], 1))
+            steps += 1
+            control += sum(i["control"] for i in infos)
+        dt = time.perf_counter() - t0
+        frames = (env.last_states["frame"].astype(np.int64) - f0).sum()
+    finally:
+        env.close()
+    return frames / dt, steps * n / dt, control / (steps * n)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rompath", default=None)
+    p.add_argument("--seconds", type=float, default=10.0, help="wall seconds per bridge measurement")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--instances", type=int, nargs="+", default=[1, 2])
+    args = p.parse_args()
+    mame, rompath = find_mame(), find_rompath(args.rompath)
+    results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
+    for r in range(args.rounds):
+        for n in args.instances:
+            # the noop run emulates about as many frames as the bridge does in `seconds`
+            base = noop_fps(mame, rompath, n, frames=int(800 * args.seconds))
+            results.setdefault(("noop", n), []).append((base, 0.0, 0.0))
+            for name, piped in (("bridge", True), ("unpiped", False)):
+                results.setdefault((name, n), []).append(bridge_fps(rompath, n, args.seconds, piped))
+            print(
+                f"round {r + 1}, N={n}: noop {base:,.0f} fps, bridge {results[('bridge', n)][-1][0]:,.0f} fps, "
+                f"unpiped {results[('unpiped', n)][-1][0]:,.0f} fps",
+                file=sys.stderr,
+                flush=True,
+            )
+    print(f"\nbridge overhead, {args.rounds} interleaved round(s), medians; frames/s and decisions/s summed over N")
+    print(f"{'config':10} {'N':>2} {'frames/s':>10} {'decisions/s':>12} {'ratio':>7} {'control':>8}")
+    for n in args.instances:
+        for name in ("noop", "bridge", "unpiped"):
+            rows = results[(name, n)]
+            fps = statistics.median(x[0] for x in rows)
+            dps = statistics.median(x[1] for x in rows)
+            ctl = statistics.median(x[2] for x in rows)
+            per_round = [x[0] / b[0] for x, b in zip(rows, results[("noop", n)])]
+            print(
+                f"{name:10} {n:>2} {fps:>10,.0f} {dps:>12,.0f} {statistics.median(per_round):>7.3f} "
+                f"{ctl if name != 'noop' else float('nan'):>8.2f}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
