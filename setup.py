@@ -37,6 +37,7 @@ setup(
         "numpy>=1.24,<3",
         "pyyaml>=6,<7",
         "rich>=13",
+        "tqdm>=4",
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"],

@@ -67,7 +67,7 @@ def make_policy(args: argparse.Namespace, env) -> Policy:
 
         expert = TempestExpert(layout=env.layout, max_spin=env.max_spin, seed=args.seed)
         return lambda obs, infos: expert.predict_batch(obs)
-    from tempest_gym.model_io import load_trained_model
+    from tempest_gym.zoo import load_trained_model
 
     model = load_trained_model(
         args.algo,
