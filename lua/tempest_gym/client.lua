@@ -226,14 +226,14 @@ function client.start(lua_dir)
 		local r_obj, r_subj = rw.step(info, R, death)
 		ex.normalise(raw, vals)
 		seq = (seq + 1) & 0xFFFFFFFF
+		if trace then -- before the send: when Python has the state, the trace has it too
+			trace:write(string.pack("<I4", seq), ram)
+			trace:flush()
+		end
 		local ok_send, e = conn:send(pack_state(f, info.gs, info.level, info.lives & 0xFF, exec_fz, exec_spin,
 			seq, frame & 0xFFFFFFFF, info.score, r_obj, r_subj, vals))
 		if not ok_send then
 			fatal(EXIT_LOST, "lost the server while sending a state: " .. tostring(e))
-		end
-		if trace then
-			trace:write(string.pack("<I4", seq), ram)
-			trace:flush()
 		end
 		exec_fz, exec_spin, applied = 0, 0, false
 		awaiting, awaiting_control = true, info.control
@@ -255,16 +255,17 @@ function client.start(lua_dir)
 		if awaiting and receive_action() then
 			return
 		end
-		local R, ram = ex.read(mem)
-		if R[0x03 + 1] ~= last_tick then
-			last_tick = R[0x03 + 1]
-			tick(R, ram)
+		-- most frames are not ticks: one byte tells, the full RAM read waits for a tick
+		local qframe = mem:read_u8(0x03)
+		if qframe ~= last_tick then
+			last_tick = qframe
+			tick(ex.read(mem))
 			if not pipeline and receive_action() then
 				return
 			end
 		end
 		if not agent_owns_inputs then
-			flow.frame(frame, R[0x00 + 1], R[0x05 + 1])
+			flow.frame(frame, mem:read_u8(0x00), mem:read_u8(0x05))
 		end
 	end
 
