@@ -1,0 +1,461 @@
+"""Q policies for a hybrid action: one discrete choice plus one continuous parameter.
+
+SB3 has no Tuple action space, so the action is encoded as a ``Box`` of shape ``(2,)``: column 0 is the
+discrete choice (integer bounds ``low[0]..high[0]``, rounded by the env), column 1 the continuous parameter
+in ``[low[1], high[1]]``. For Tempest that is fire/zap (4 choices) and the spinner.
+
+Two heads share this interface so that they can be compared on the same runs:
+
+* **hybrid** (default, P-DQN / MP-DQN family): a deterministic *parameter network* (actor) proposes one
+  parameter per discrete choice; the Q-network scores every choice with its own parameter. Following
+  MP-DQN, choice ``k`` sees only parameter ``k`` (the others are masked to zero), so the value of one choice
+  cannot leak into another's parameter gradient. The actor is trained to *maximise* Q through the Q-network's
+  gradient, never by regressing onto the mean of sampled targets: that regression is what made an earlier
+  continuous spinner head "regress to the mean" (averaging a left and a right move into standing still).
+  With per-choice parameters and gradient ascent, each parameter climbs to one mode of Q.
+* **binned** (``spinner_bins=K``): the parameter is cut into ``K`` values and each (choice, bin) pair gets
+  its own Q-value, ``n_choices * K`` outputs in all. Plain (double) DQN; no actor.
+
+The algorithm (``tempest_gym.hybrid_dqn.HybridDQN``) only uses the head-agnostic methods below
+(:meth:`HybridQPolicy.act`, :meth:`~HybridQPolicy.q_taken`, :meth:`~HybridQPolicy.bootstrap_values`,
+:meth:`~HybridQPolicy.large_margin_loss`, :meth:`~HybridQPolicy.actor_loss`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor, create_mlp
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class HybridActionSpec:
+    """What the ``Box((2,))`` action encoding means, read from the env's action space (never hard-coded)."""
+
+    n_choices: int
+    choice_low: int
+    param_low: float
+    param_high: float
+
+    @classmethod
+    def from_space(cls, space: spaces.Space) -> HybridActionSpec:
+        if not isinstance(space, spaces.Box) or space.shape != (2,):
+            raise ValueError(f"hybrid actions need a Box of shape (2,) [choice, parameter], got {space}")
+        low, high = np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
+        if not (np.isfinite(low).all() and np.isfinite(high).all()):
+            raise ValueError(f"hybrid action bounds must be finite, got low={low} high={high}")
+        if low[0] != np.rint(low[0]) or high[0] != np.rint(high[0]) or high[0] < low[0]:
+            raise ValueError(f"the choice column needs integer bounds low <= high, got [{low[0]}, {high[0]}]")
+        if not high[1] > low[1]:
+            raise ValueError(f"the parameter column needs low < high, got [{low[1]}, {high[1]}]")
+        return cls(int(high[0] - low[0]) + 1, int(low[0]), float(low[1]), float(high[1]))
+
+    @property
+    def param_center(self) -> float:
+        return 0.5 * (self.param_low + self.param_high)
+
+    @property
+    def param_half_range(self) -> float:
+        return 0.5 * (self.param_high - self.param_low)
+
+    def choices(self, actions: np.ndarray) -> np.ndarray:
+        """Box actions (..., 2) -> choice index (...) in ``0..n_choices-1`` (rounded and clipped as the env does)."""
+        a = np.asarray(actions, dtype=np.float64)
+        return np.clip(np.rint(a[..., 0]) - self.choice_low, 0, self.n_choices - 1).astype(np.int64)
+
+    def params(self, actions: np.ndarray) -> np.ndarray:
+        """Box actions (..., 2) -> parameter (...), clipped into range."""
+        return np.clip(np.asarray(actions, dtype=np.float32)[..., 1], self.param_low, self.param_high)
+
+    def encode(self, choices: np.ndarray, params: np.ndarray) -> np.ndarray:
+        """Choice index and parameter -> Box actions (n, 2) float32."""
+        c = np.asarray(choices, dtype=np.float32).reshape(-1) + self.choice_low
+        p = np.clip(np.asarray(params, dtype=np.float32).reshape(-1), self.param_low, self.param_high)
+        return np.stack([c, p], axis=1).astype(np.float32)
+
+
+class MPQNetwork(nn.Module):
+    """MP-DQN Q-network: ``Q_k(s, x_k)`` for every choice ``k``, each pass seeing only its own parameter.
+
+    MP-DQN feeds ``[features, x * e_k]`` (the parameter vector masked to entry ``k``) through one MLP, once per
+    choice, and keeps output ``k`` of pass ``k``. The first layer is linear, so its output for pass ``k`` is
+    ``W_s f + b + W_p[:, k] x_k``: the state part is computed once and only the rest of the network runs
+    ``n_choices`` times. Same function as MP-DQN, a fraction of the cost.
+    """
+
+    def __init__(self, features_dim: int, n_choices: int, net_arch: list[int], activation_fn: type[nn.Module]) -> None:
+        super().__init__()
+        if len(net_arch) == 0:
+            raise ValueError("the hybrid Q-network needs at least one hidden layer (net_arch=[...])")
+        self.features_dim = features_dim
+        self.n_choices = n_choices
+        # one Linear over [features, masked parameters], exactly MP-DQN's input layer (and its init)
+        self.input_layer = nn.Linear(features_dim + n_choices, net_arch[0])
+        self.body = nn.Sequential(activation_fn(), *create_mlp(net_arch[0], n_choices, net_arch[1:], activation_fn))
+
+    def _state_part(self, features: th.Tensor) -> th.Tensor:
+        w = self.input_layer.weight[:, : self.features_dim]
+        return F.linear(features, w, self.input_layer.bias)
+
+    def _param_weights(self) -> th.Tensor:
+        return self.input_layer.weight[:, self.features_dim :].t()  # (n_choices, hidden)
+
+    def forward(self, features: th.Tensor, params: th.Tensor) -> th.Tensor:
+        """(B, F), (B, K) -> (B, K): ``Q_k(s, params[:, k])`` for every k."""
+        b, k = params.shape
+        h = self._state_part(features)[:, None, :] + params[:, :, None] * self._param_weights()[None]
+        # 2-D through the body: on CPU, Linear on a 3-D input goes through much slower batched kernels
+        out = self.body(h.reshape(b * k, -1)).view(b, k, k)  # pass k, output j
+        return out.diagonal(dim1=1, dim2=2)
+
+    def forward_choice(self, features: th.Tensor, choice: th.Tensor, param: th.Tensor) -> th.Tensor:
+        """(B, F), (B,), (B,) -> (B,): Q of one given (choice, parameter) per row, a single pass."""
+        h = self._state_part(features) + param[:, None] * self._param_weights()[choice]
+        return self.body(h).gather(1, choice[:, None]).squeeze(1)
+
+
+class ParamActor(nn.Module):
+    """Deterministic parameter network: one parameter per choice, a *linear* output around the range's centre.
+
+    No tanh: a squashed output saturates (its gradient vanishes at the bounds) and the parameters freeze at
+    ``low``/``high``, which is what the first version of this head did on the synthetic task. Bounds are kept
+    by inverting gradients instead (see :meth:`HybridQPolicy.actor_loss`), and outputs are clamped where used.
+    """
+
+    def __init__(
+        self,
+        features_dim: int,
+        n_choices: int,
+        net_arch: list[int],
+        activation_fn: type[nn.Module],
+        low: float,
+        high: float,
+    ) -> None:
+        super().__init__()
+        layers = create_mlp(features_dim, n_choices, net_arch, activation_fn)
+        last = [m for m in layers if isinstance(m, nn.Linear)][-1]
+        # start near the middle of the range with small, state-dependent differences (DDPG-style init),
+        # so that early Q gradients, not the initial weights, decide where each parameter goes
+        nn.init.uniform_(last.weight, -3e-3, 3e-3)
+        nn.init.zeros_(last.bias)
+        self.mu = nn.Sequential(*layers)
+        self.register_buffer("center", th.tensor(0.5 * (low + high), dtype=th.float32))
+        self.register_buffer("half_range", th.tensor(0.5 * (high - low), dtype=th.float32))
+
+    def forward(self, features: th.Tensor) -> th.Tensor:
+        return self.center + self.half_range * self.mu(features)
+
+
+def invert_gradients(grad: th.Tensor, params: th.Tensor, low: float, high: float) -> th.Tensor:
+    """Hausknecht & Stone (2016) bounded-parameter gradients, as used by P-DQN and MP-DQN.
+
+    An ascent direction that pushes a parameter up is scaled by ``(high - p) / (high - low)``, one that pushes
+    it down by ``(p - low) / (high - low)``: the step shrinks to zero at the bound and reverses beyond it, so
+    parameters stay in range without a squashing function whose gradient would vanish there.
+    """
+    width = high - low
+    return grad * th.where(grad > 0, (high - params) / width, (params - low) / width)
+
+
+class _Net(nn.Module):
+    """A features extractor plus a head (each network owns its extractor, as in SB3's DQN and TD3)."""
+
+    def __init__(self, features_extractor: BaseFeaturesExtractor, head: nn.Module) -> None:
+        super().__init__()
+        self.features_extractor = features_extractor
+        self.head = head
+
+
+class HybridQPolicy(BasePolicy):
+    """Q policy for the ``Box((2,))`` hybrid action encoding, with a hybrid (MP-DQN) or a binned head.
+
+    :param observation_space: observation space
+    :param action_space: ``Box`` of shape (2,): integer choice bounds, then the parameter range
+    :param lr_schedule: learning rate schedule (``lr_schedule(1)`` is the initial rate)
+    :param net_arch: hidden layers of the Q-network (default ``[256, 256]``)
+    :param actor_arch: hidden layers of the parameter network, hybrid head only (default: ``net_arch``)
+    :param spinner_bins: ``None`` for the hybrid head; an int ``K`` for ``K`` evenly spaced parameter values,
+        or an increasing sequence of parameter values, for the binned head
+    :param activation_fn: activation function
+    :param features_extractor_class: features extractor (one instance per network)
+    :param features_extractor_kwargs: its keyword arguments
+    :param normalize_images: SB3's image normalisation switch
+    :param optimizer_class: optimizer for the Q-network and the actor
+    :param optimizer_kwargs: its keyword arguments (without the learning rate)
+    :param actor_lr_scale: the actor's learning rate is ``actor_lr_scale`` times the Q-network's
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        lr_schedule: Schedule,
+        net_arch: list[int] | None = None,
+        actor_arch: list[int] | None = None,
+        spinner_bins: int | Sequence[float] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        actor_lr_scale: float = 1.0,
+    ) -> None:
+        super().__init__(
+            observation_space,
+            action_space,
+            features_extractor_class,
+            features_extractor_kwargs,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+            normalize_images=normalize_images,
+        )
+        self.spec = HybridActionSpec.from_space(action_space)
+        self.net_arch = list(net_arch) if net_arch is not None else [256, 256]
+        self.actor_arch = list(actor_arch) if actor_arch is not None else list(self.net_arch)
+        self.activation_fn = activation_fn
+        self.actor_lr_scale = float(actor_lr_scale)
+        self.spinner_bins = spinner_bins
+        if spinner_bins is None:
+            bins = None
+        elif isinstance(spinner_bins, (int, np.integer)):
+            if spinner_bins < 2:
+                raise ValueError(f"spinner_bins must be >= 2, got {spinner_bins}")
+            bins = np.linspace(self.spec.param_low, self.spec.param_high, int(spinner_bins))
+        else:
+            bins = np.asarray(spinner_bins, dtype=np.float64)
+            if bins.ndim != 1 or len(bins) < 2 or not (np.diff(bins) > 0).all():
+                raise ValueError(f"spinner_bins must be an increasing sequence of >= 2 values, got {spinner_bins}")
+            if bins[0] < self.spec.param_low or bins[-1] > self.spec.param_high:
+                raise ValueError(f"spinner_bins {bins} outside the parameter range of {action_space}")
+        self.register_buffer("bin_values", th.as_tensor(bins if bins is not None else np.zeros(0), dtype=th.float32))
+        self._build(lr_schedule)
+
+    # ------------------------------------------------------------------ construction
+    @property
+    def hybrid(self) -> bool:
+        """True for the P-DQN/MP-DQN head, False for the binned head."""
+        return self.spinner_bins is None
+
+    @property
+    def n_bins(self) -> int:
+        return int(self.bin_values.numel())
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        self.q_net = self.make_q_net()
+        self.q_net_target = self.make_q_net()
+        self.q_net_target.load_state_dict(self.q_net.state_dict())
+        self.q_net_target.requires_grad_(False)
+        self.q_net_target.train(False)
+        self.optimizer = self.optimizer_class(  # type: ignore[call-arg]
+            self.q_net.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
+        )
+        self.actor: _Net | None = None
+        self.actor_target: _Net | None = None
+        self.actor_optimizer: th.optim.Optimizer | None = None
+        if self.hybrid:
+            self.actor = self.make_actor()
+            self.actor_target = self.make_actor()
+            self.actor_target.load_state_dict(self.actor.state_dict())
+            self.actor_target.requires_grad_(False)
+            self.actor_target.train(False)
+            self.actor_optimizer = self.optimizer_class(  # type: ignore[call-arg]
+                self.actor.parameters(), lr=lr_schedule(1) * self.actor_lr_scale, **self.optimizer_kwargs
+            )
+
+    def make_q_net(self) -> _Net:
+        fe = self.make_features_extractor()
+        k = self.spec.n_choices
+        if self.hybrid:
+            head: nn.Module = MPQNetwork(fe.features_dim, k, self.net_arch, self.activation_fn)
+        else:
+            head = nn.Sequential(*create_mlp(fe.features_dim, k * self.n_bins, self.net_arch, self.activation_fn))
+        return _Net(fe, head).to(self.device)
+
+    def make_actor(self) -> _Net:
+        fe = self.make_features_extractor()
+        s = self.spec
+        head = ParamActor(fe.features_dim, s.n_choices, self.actor_arch, self.activation_fn, s.param_low, s.param_high)
+        return _Net(fe, head).to(self.device)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            dict(
+                net_arch=self.net_arch,
+                actor_arch=self.actor_arch,
+                spinner_bins=self.spinner_bins,
+                activation_fn=self.activation_fn,
+                lr_schedule=self._dummy_schedule,
+                optimizer_class=self.optimizer_class,
+                optimizer_kwargs=self.optimizer_kwargs,
+                features_extractor_class=self.features_extractor_class,
+                features_extractor_kwargs=self.features_extractor_kwargs,
+                actor_lr_scale=self.actor_lr_scale,
+            )
+        )
+        return data
+
+    def set_training_mode(self, mode: bool) -> None:
+        self.q_net.train(mode)
+        if self.actor is not None:
+            self.actor.train(mode)
+        self.training = mode
+
+    def online_modules(self) -> list[nn.Module]:
+        """The networks that act (what a background learner publishes to the acting copy)."""
+        return [self.q_net] if self.actor is None else [self.q_net, self.actor]
+
+    def target_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(online, target) pairs for target-network updates."""
+        pairs: list[tuple[nn.Module, nn.Module]] = [(self.q_net, self.q_net_target)]
+        if self.actor is not None:
+            assert self.actor_target is not None
+            pairs.append((self.actor, self.actor_target))
+        return pairs
+
+    # ------------------------------------------------------------------ building blocks
+    def _features(self, obs: PyTorchObs, net: _Net) -> th.Tensor:
+        return self.extract_features(obs, net.features_extractor)
+
+    def _actor_params(self, obs: PyTorchObs, target: bool = False, clamp: bool = True) -> th.Tensor:
+        net = self.actor_target if target else self.actor
+        assert net is not None
+        params = net.head(self._features(obs, net))
+        return params.clamp(self.spec.param_low, self.spec.param_high) if clamp else params
+
+    def _q_all(self, obs: PyTorchObs, params: th.Tensor | None = None, target: bool = False) -> th.Tensor:
+        """Hybrid: (B, K) Q of each choice at ``params``. Binned: (B, K, n_bins) joint Q-values."""
+        net = self.q_net_target if target else self.q_net
+        features = self._features(obs, net)
+        if self.hybrid:
+            assert params is not None
+            return net.head(features, params)
+        return net.head(features).view(-1, self.spec.n_choices, self.n_bins)
+
+    def param_to_bin(self, params: th.Tensor) -> th.Tensor:
+        """Nearest bin index of each parameter (binned head)."""
+        mids = 0.5 * (self.bin_values[1:] + self.bin_values[:-1])
+        return th.bucketize(params.contiguous(), mids)
+
+    # ------------------------------------------------------------------ what the algorithm uses
+    def act(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
+        """Greedy choice (B,) and each choice's parameter (B, K): the actor's, or the best bin's."""
+        if self.hybrid:
+            params = self._actor_params(obs)
+            q = self._q_all(obs, params)
+        else:
+            q_bins = self._q_all(obs)
+            q, best_bin = q_bins.max(dim=2)
+            params = self.bin_values[best_bin]
+        return q.argmax(dim=1), params
+
+    def snap_params(self, params: np.ndarray) -> np.ndarray:
+        """Binned head: move parameters to the nearest bin value (identity for the hybrid head)."""
+        if self.hybrid:
+            return params
+        bins = self.bin_values.cpu().numpy()
+        mids = 0.5 * (bins[1:] + bins[:-1])
+        return bins[np.searchsorted(mids, params)].astype(np.float32)
+
+    def forward(self, obs: PyTorchObs, deterministic: bool = True) -> th.Tensor:
+        return self._predict(obs, deterministic=deterministic)
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = True) -> th.Tensor:
+        choice, params = self.act(observation)
+        param = params.gather(1, choice[:, None]).squeeze(1)
+        return th.stack([choice.to(param.dtype) + self.spec.choice_low, param], dim=1)
+
+    def q_taken(self, obs: PyTorchObs, choice: th.Tensor, param: th.Tensor) -> th.Tensor:
+        """(B,) online Q of the stored actions (binned head: the parameter's nearest bin)."""
+        if self.hybrid:
+            return self.q_net.head.forward_choice(self._features(obs, self.q_net), choice, param)
+        q = self._q_all(obs).view(-1, self.spec.n_choices * self.n_bins)
+        joint = choice * self.n_bins + self.param_to_bin(param)
+        return q.gather(1, joint[:, None]).squeeze(1)
+
+    def bootstrap_values(self, next_obs: PyTorchObs, double_q: bool = True) -> th.Tensor:
+        """(B,) value of the next observations for the TD target (call under ``no_grad``).
+
+        Hybrid: next parameters from the *target* actor (stable, as in DDPG/TD3); the choice is picked by the
+        online Q-network (double Q) or the target one, and scored by the target Q-network.
+        Binned: double DQN over the joint (choice, bin) actions.
+        """
+        if self.hybrid:
+            params = self._actor_params(next_obs, target=True)
+            if double_q:
+                choice = self._q_all(next_obs, params).argmax(dim=1)
+                features = self._features(next_obs, self.q_net_target)
+                param = params.gather(1, choice[:, None]).squeeze(1)
+                return self.q_net_target.head.forward_choice(features, choice, param)
+            return self._q_all(next_obs, params, target=True).max(dim=1).values
+        q_target = self._q_all(next_obs, target=True).flatten(1)
+        if double_q:
+            joint = self._q_all(next_obs).flatten(1).argmax(dim=1)
+            return q_target.gather(1, joint[:, None]).squeeze(1)
+        return q_target.max(dim=1).values
+
+    def large_margin_loss(
+        self, obs: PyTorchObs, choice: th.Tensor, param: th.Tensor, q_expert: th.Tensor, margin: float
+    ) -> th.Tensor:
+        """(B,) DQfD large-margin loss ``max_a [Q(s,a) + l(a_E,a)] - Q(s,a_E)``, ``q_expert = Q(s, a_E)``.
+
+        Hybrid: the alternatives are the other choices with the actor's parameters (detached: this loss shapes
+        the Q-network only; pushing the actor to *worse* parameters would lower those Q-values too, which is
+        exactly the wrong lesson). Binned: every other joint action, the expert's bin being the nearest one.
+        """
+        k = self.spec.n_choices
+        if self.hybrid:
+            with th.no_grad():
+                params = self._actor_params(obs)
+            q_alt = self._q_all(obs, params)
+            q_alt = q_alt + margin * (F.one_hot(choice, k) == 0).to(q_alt.dtype)
+            q_alt = q_alt.scatter(1, choice[:, None], q_expert[:, None])
+        else:
+            q_alt = self._q_all(obs).flatten(1)
+            joint = choice * self.n_bins + self.param_to_bin(param)
+            q_alt = q_alt + margin * (F.one_hot(joint, k * self.n_bins) == 0).to(q_alt.dtype)
+        return q_alt.max(dim=1).values - q_expert
+
+    def actor_loss(
+        self,
+        obs: PyTorchObs,
+        demo_mask: th.Tensor | None = None,
+        choice: th.Tensor | None = None,
+        param: th.Tensor | None = None,
+        demo_coef: float = 0.0,
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """Hybrid head: ``(surrogate loss, mean sum_k Q_k(s, x_k(s)), demo part)``; backpropagate the first.
+
+        Deterministic policy gradient: ``g = dQ_k/dx_k`` from the online Q-network, at the actor's parameters,
+        every choice's parameter climbing its own Q; ``g`` goes through :func:`invert_gradients` and the
+        surrogate ``-(g * x).sum()`` hands it to the actor. On demonstration rows, ``demo_coef`` times the
+        squared error (in half-ranges) of the expert's choice's parameter to the expert's parameter is added.
+        Call with the Q-network's weights frozen (only the actor should step).
+        """
+        params = self._actor_params(obs, clamp=False)
+        x = params.detach().requires_grad_(True)
+        q = self._q_all(obs, x)
+        (grad,) = th.autograd.grad(q.sum(), x)
+        grad = invert_gradients(grad, x.detach(), self.spec.param_low, self.spec.param_high)
+        loss = -(grad * params).sum(dim=1).mean()
+        demo = th.zeros((), device=params.device)
+        if demo_mask is not None and demo_coef > 0 and bool(demo_mask.any()):
+            assert choice is not None and param is not None
+            err = (params.gather(1, choice[:, None]).squeeze(1) - param) / self.spec.param_half_range
+            demo = (err.square() * demo_mask).sum() / demo_mask.sum()
+            loss = loss + demo_coef * demo
+        return loss, q.detach().sum(dim=1).mean(), demo.detach()
+
+
+#: SB3-style aliases (``HybridDQN("MlpPolicy", env)``)
+MlpPolicy = HybridQPolicy

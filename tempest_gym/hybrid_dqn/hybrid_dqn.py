@@ -1,0 +1,769 @@
+"""HybridDQN: DQN for a (discrete choice, continuous parameter) action, with an expert, n-step returns,
+a compact replay buffer and an optional background learner. Modelled on SB3's ``DQN``.
+
+Per env and step, the action comes from (and the transition remembers which):
+
+1. the **expert** with probability ``expert_ratio`` (``infos[i]["expert_action"]``, the expert's action for the
+   observation in ``obs[i]``; envs without that key simply never get it);
+2. **random** with probability ``epsilon``: a uniformly random choice with the *model's* parameter for that
+   choice plus noise (before ``learning_starts``: a uniformly random parameter);
+3. the **model** otherwise (greedy).
+
+Only transitions whose action really ran as the agent's (``infos[i]["agent_in_control"]``, default True) are
+stored, with the action that ran (``infos[i]["executed_action"]``, default the commanded one). Expert
+transitions also feed a DQfD-style demonstration loss.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import pathlib
+import threading
+from collections.abc import Iterable
+from contextlib import nullcontext
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import (
+    GymEnv,
+    MaybeCallback,
+    RolloutReturn,
+    Schedule,
+    TrainFreq,
+    TrainFrequencyUnit,
+)
+from stable_baselines3.common.utils import (
+    LinearSchedule,
+    polyak_update,
+    should_collect_more_steps,
+    update_learning_rate,
+)
+from stable_baselines3.common.vec_env import VecEnv
+from torch.nn import functional as F
+
+from policies.hybrid import HybridActionSpec, HybridQPolicy
+from tempest_gym.hybrid_dqn.buffer import SOURCE_EXPERT, SOURCE_MODEL, SOURCE_NAMES, SOURCE_RANDOM, CompactReplayBuffer
+from tempest_gym.hybrid_dqn.codecs import LayoutCodec
+from tempest_gym.hybrid_dqn.learner import BackgroundLearner, WeightPublisher
+from tempest_gym.hybrid_dqn.schedules import ScheduleLike, parse_schedule
+
+SelfHybridDQN = TypeVar("SelfHybridDQN", bound="HybridDQN")
+
+PARAM_NOISES = ("gaussian", "uniform", "none")
+
+
+def find_layout(env: VecEnv | None) -> Any:
+    """The env's exact observation layout (``TempestVecEnv.layout``) through SB3 wrappers, or None."""
+    if env is None:
+        return None
+    for candidate in (env, getattr(env, "unwrapped", None)):
+        layout = getattr(candidate, "layout", None) if candidate is not None else None
+        if layout is not None:
+            return layout
+    try:
+        values = env.get_attr("layout")
+    except Exception:  # noqa: BLE001 - generic envs simply have none
+        return None
+    return values[0] if values else None
+
+
+class _TrainStats:
+    """Loss sums kept by whichever thread trains, written to the logger by the main thread.
+
+    Values may be 0-d tensors: they are summed where they live and converted only when logged, so that an
+    update on the GPU does not wait for the device once per statistic.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sums: dict[str, Any] = {}
+        self._counts: dict[str, int] = {}
+
+    def add(self, values: dict[str, Any]) -> None:
+        with self._lock:
+            for k, v in values.items():
+                v = v.detach() if isinstance(v, th.Tensor) else v
+                self._sums[k] = self._sums[k] + v if k in self._sums else v
+                self._counts[k] = self._counts.get(k, 0) + 1
+
+    def flush(self, logger: Any) -> None:
+        with self._lock:
+            sums, counts = self._sums, self._counts
+            self._sums, self._counts = {}, {}
+        for k, v in sums.items():
+            logger.record(f"train/{k}", float(v) / counts[k])
+
+
+class HybridDQN(OffPolicyAlgorithm):
+    """DQN for hybrid actions encoded as ``Box([c_lo, p_lo], [c_hi, p_hi])`` (see ``policies.hybrid``).
+
+    :param policy: ``"MlpPolicy"`` (= ``HybridQPolicy``); ``policy_kwargs`` choose the head
+        (``spinner_bins=None``: MP-DQN hybrid head; ``spinner_bins=K``: binned head), ``net_arch``,
+        ``actor_arch``, ``activation_fn``, ``actor_lr_scale``, ...
+    :param env: the environment (any SB3 VecEnv or gymnasium env with that action space)
+    :param learning_rate: learning rate, a float or schedule
+    :param buffer_size: replay capacity in transitions, all envs together
+    :param learning_starts: env steps (transitions) before learning; before that non-expert actions are random
+    :param batch_size: minibatch size
+    :param tau: target update coefficient: 1 = hard copy every ``target_update_interval`` updates, < 1 =
+        Polyak averaging at that interval (use ``target_update_interval=1`` for the usual soft update)
+    :param gamma: discount factor
+    :param train_freq: env steps between training rounds (synchronous mode), as in SB3
+    :param gradient_steps: gradient steps per training round (-1: as many as env transitions collected)
+    :param replay_buffer_class: a ``CompactReplayBuffer`` subclass (default ``CompactReplayBuffer``)
+    :param replay_buffer_kwargs: its extra arguments (``obs_codec``, ``boundary_size``, ``layout``, ...)
+    :param n_steps: n of the n-step return
+    :param target_update_interval: **gradient updates** between target updates. Unlike SB3's DQN (env steps),
+        because with the background learner the number of updates per env step varies. SB3 DQN's value in
+        env steps corresponds to ``target_update_interval * train_freq * n_envs / gradient_steps`` here.
+    :param exploration_fraction: fraction of training over which epsilon decays (if no ``exploration_schedule``)
+    :param exploration_initial_eps: initial epsilon
+    :param exploration_final_eps: final epsilon
+    :param exploration_schedule: optional schedule (float, callable or "lin_..." string) replacing the three above
+    :param expert_ratio: probability of taking the expert's action (float, callable or "lin_A_B[_F]" string)
+    :param param_noise: noise added to the model's parameter on random-choice steps: "gaussian", "uniform", "none"
+    :param param_noise_scale: its scale as a fraction of the parameter half-range (std for gaussian,
+        half-width for uniform)
+    :param demo_loss_coef: weight of the demonstration loss on expert transitions (schedule; 0 disables)
+    :param demo_margin: DQfD margin of the large-margin loss (in reward units)
+    :param demo_param_coef: weight of the parameter regression toward the expert's (hybrid head), relative to
+        ``demo_loss_coef``; the error is measured in half-ranges
+    :param double_q: double-Q targets (online network chooses, target network evaluates)
+    :param max_grad_norm: gradient clipping norm
+    :param async_learner: train in a background thread while the env steps (see ``learner.py``)
+    :param max_replay_ratio: cap on gradient updates per env transition in async mode (default: the synchronous
+        ratio ``gradient_steps / (train_freq * n_envs)``)
+    :param policy_sync_interval: async mode: updates between publications of the acting weights
+    :param torch_num_threads: ``torch.set_num_threads`` value (None: leave torch's default). Small by default
+        because the emulators need the CPU (measured 7x faster training with 1 thread next to them)
+    :param stats_window_size: episodes averaged in the rollout logs
+    :param tensorboard_log: tensorboard log directory
+    :param policy_kwargs: policy arguments
+    :param verbose: verbosity
+    :param seed: seed
+    :param device: torch device ("auto": CUDA when available)
+    :param _init_setup_model: build the networks now
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": HybridQPolicy,
+        "HybridQPolicy": HybridQPolicy,
+    }
+    policy: HybridQPolicy
+    replay_buffer: CompactReplayBuffer  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        policy: str | type[HybridQPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 1e-4,
+        buffer_size: int = 2_000_000,
+        learning_starts: int = 10_000,
+        batch_size: int = 256,
+        tau: float = 1.0,
+        gamma: float = 0.99,
+        train_freq: int | tuple[int, str] = 4,
+        gradient_steps: int = 1,
+        replay_buffer_class: type[CompactReplayBuffer] | None = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        n_steps: int = 3,
+        target_update_interval: int = 2_500,
+        exploration_fraction: float = 0.1,
+        exploration_initial_eps: float = 1.0,
+        exploration_final_eps: float = 0.02,
+        exploration_schedule: ScheduleLike | None = None,
+        expert_ratio: ScheduleLike = "lin_0.5_0.02",
+        param_noise: str = "gaussian",
+        param_noise_scale: float = 0.2,
+        demo_loss_coef: ScheduleLike = 1.0,
+        demo_margin: float = 0.8,
+        demo_param_coef: float = 1.0,
+        double_q: bool = True,
+        max_grad_norm: float = 10.0,
+        async_learner: bool = False,
+        max_replay_ratio: float | None = None,
+        policy_sync_interval: int = 10,
+        torch_num_threads: int | None = 1,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        super().__init__(
+            policy,
+            env,
+            learning_rate,
+            buffer_size,
+            learning_starts,
+            batch_size,
+            tau,
+            gamma,
+            train_freq,
+            gradient_steps,
+            action_noise=None,
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            optimize_memory_usage=False,
+            n_steps=n_steps,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            sde_support=False,
+            supported_action_spaces=(spaces.Box,),
+            support_multi_env=True,
+        )
+        if param_noise not in PARAM_NOISES:
+            raise ValueError(f"param_noise must be one of {PARAM_NOISES}, got {param_noise!r}")
+        if target_update_interval < 1:
+            raise ValueError(f"target_update_interval must be >= 1, got {target_update_interval}")
+        self.target_update_interval = int(target_update_interval)
+        self.exploration_fraction = exploration_fraction
+        self.exploration_initial_eps = exploration_initial_eps
+        self.exploration_final_eps = exploration_final_eps
+        self.exploration_schedule_spec = exploration_schedule
+        self.expert_ratio = expert_ratio
+        self.param_noise = param_noise
+        self.param_noise_scale = float(param_noise_scale)
+        self.demo_loss_coef = demo_loss_coef
+        self.demo_margin = float(demo_margin)
+        self.demo_param_coef = float(demo_param_coef)
+        self.double_q = bool(double_q)
+        self.max_grad_norm = float(max_grad_norm)
+        self.async_learner = bool(async_learner)
+        self.max_replay_ratio = max_replay_ratio
+        self.policy_sync_interval = int(policy_sync_interval)
+        self.torch_num_threads = torch_num_threads
+        # current schedule values (set in _setup_model and _on_step)
+        self.exploration_rate = 0.0
+        self.current_expert_ratio = 0.0
+        self.current_demo_coef = 0.0
+        self._n_calls = 0
+        self._rng: np.random.Generator | None = None
+        # per-step bookkeeping; runtime objects below are not saved
+        self.source_totals = np.zeros(3, dtype=np.int64)  # commanded actions by source, all time
+        self._window_sources = np.zeros(3, dtype=np.int64)  # since the last log dump
+        self._window_stored = 0
+        self._stats = _TrainStats()
+        self._learner: BackgroundLearner | None = None
+        self._publisher: WeightPublisher | None = None
+        self.acting_policy: HybridQPolicy | None = None
+        self._acting_version = 0
+        if _init_setup_model:
+            self._setup_model()
+
+    # ------------------------------------------------------------------ setup
+    def _setup_model(self) -> None:
+        """Like ``OffPolicyAlgorithm._setup_model``, but always with the compact n-step buffer."""
+        if self.torch_num_threads is not None:
+            th.set_num_threads(int(self.torch_num_threads))
+        self._setup_lr_schedule()
+        self.set_random_seed(self.seed)
+        if self._rng is None:
+            self._rng = np.random.default_rng(self.seed)
+        self.spec = HybridActionSpec.from_space(self.action_space)
+        if self.replay_buffer_class is None:
+            self.replay_buffer_class = CompactReplayBuffer
+        if not issubclass(self.replay_buffer_class, CompactReplayBuffer):
+            raise ValueError(f"HybridDQN needs a CompactReplayBuffer, got {self.replay_buffer_class.__name__}")
+        if self.replay_buffer is None:
+            self._setup_replay_buffer()
+        self.policy = self.policy_class(  # type: ignore[assignment]
+            self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
+        )
+        self.policy = self.policy.to(self.device)
+        self._convert_train_freq()
+        if self.exploration_schedule_spec is None:
+            self.exploration_schedule: Schedule = LinearSchedule(
+                self.exploration_initial_eps, self.exploration_final_eps, self.exploration_fraction
+            )
+        else:
+            self.exploration_schedule = parse_schedule(self.exploration_schedule_spec)
+        self.expert_ratio_schedule = parse_schedule(self.expert_ratio)
+        self.demo_loss_schedule = parse_schedule(self.demo_loss_coef)
+        self._update_schedules()
+        self._expert_actions = np.zeros((self.n_envs, 2), dtype=np.float32)
+        self._expert_valid = np.zeros(self.n_envs, dtype=bool)
+
+    def _setup_replay_buffer(self) -> None:
+        assert self.replay_buffer_class is not None
+        kwargs = dict(self.replay_buffer_kwargs)
+        kwargs.setdefault("n_steps", self.n_steps)
+        kwargs.setdefault("gamma", self.gamma)
+        kwargs.setdefault("seed", None if self.seed is None else self.seed + 1)
+        if "layout" not in kwargs:
+            kwargs["layout"] = find_layout(self.env)
+        self.replay_buffer = self.replay_buffer_class(
+            self.buffer_size,
+            self.observation_space,
+            self.action_space,
+            device=self.device,
+            n_envs=self.n_envs,
+            **kwargs,
+        )
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        """SB3's ``set_env``, plus: the newest stored transitions become gaps (the env changed), and an empty
+        replay buffer is rebuilt when the new env offers an exact layout it was not built with (a model loaded
+        without env gets a float16 buffer; ``set_env(tempest_env)`` switches it to the uint8 layout codes).
+        """
+        super().set_env(env, force_reset)
+        buf = self.replay_buffer
+        layout = find_layout(self.env)
+        if buf is not None and buf.size() == 0 and layout is not None and not isinstance(buf.codec, LayoutCodec):
+            self.replay_buffer = None
+            self._setup_replay_buffer()
+        elif buf is not None:
+            buf.close_open_transitions(self.n_envs)
+        self._expert_actions = np.zeros((self.n_envs, 2), dtype=np.float32)
+        self._expert_valid = np.zeros(self.n_envs, dtype=bool)
+
+    def set_random_seed(self, seed: int | None = None) -> None:
+        super().set_random_seed(seed)
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+
+    def _update_schedules(self) -> None:
+        p = self._current_progress_remaining
+        self.exploration_rate = float(self.exploration_schedule(p))
+        self.current_expert_ratio = float(self.expert_ratio_schedule(p))
+        self.current_demo_coef = float(self.demo_loss_schedule(p))
+
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, BaseCallback]:
+        env_reset = reset_num_timesteps or self._last_obs is None
+        if env_reset and self.replay_buffer is not None:
+            # the env restarts: the newest stored transitions no longer lead to the next observations
+            self.replay_buffer.close_open_transitions(self.n_envs)
+        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        if env_reset:
+            self._expert_valid[:] = False
+            reset_infos = self._reset_infos()
+            for i, info in enumerate(reset_infos[: self.n_envs]):
+                self._read_expert(i, info)
+        self._update_schedules()
+        return result
+
+    def _reset_infos(self) -> list[dict[str, Any]]:
+        # SB3 wrappers (VecMonitor, ...) do not pass reset_infos through: read the innermost VecEnv's
+        env = self.env.unwrapped if self.env is not None else None
+        return list(getattr(env, "reset_infos", None) or [])
+
+    def _read_expert(self, i: int, info: dict[str, Any]) -> None:
+        action = info.get("expert_action")
+        self._expert_valid[i] = action is not None
+        if action is not None:
+            self._expert_actions[i] = np.asarray(action, dtype=np.float32).reshape(2)
+
+    # ------------------------------------------------------------------ acting
+    def _acting(self) -> HybridQPolicy:
+        return self.acting_policy if self.acting_policy is not None else self.policy
+
+    def _model_actions(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Greedy choice (n,) and per-choice parameters (n, K) of the acting policy."""
+        policy = self._acting()
+        policy.set_training_mode(False)
+        obs_tensor, _ = policy.obs_to_tensor(obs)
+        with th.no_grad():
+            choice, params = policy.act(obs_tensor)
+        return choice.cpu().numpy(), params.cpu().numpy()
+
+    def _param_noise(self, size: int) -> np.ndarray:
+        assert self._rng is not None
+        scale = self.param_noise_scale * self.spec.param_half_range
+        if self.param_noise == "gaussian":
+            return self._rng.normal(0.0, scale, size)
+        if self.param_noise == "uniform":
+            return self._rng.uniform(-scale, scale, size)
+        return np.zeros(size)
+
+    def _select_actions(self, obs: np.ndarray, learning_starts: int) -> tuple[np.ndarray, np.ndarray]:
+        """Actions (n, 2) in the Box encoding and their sources (n,) for the current observations."""
+        assert self._rng is not None
+        n, spec, rng = len(obs), self.spec, self._rng
+        warmup = self.num_timesteps < learning_starts
+        use_expert = (rng.random(n) < self.current_expert_ratio) & self._expert_valid[:n]
+        eps = 1.0 if warmup else self.exploration_rate
+        use_random = ~use_expert & (rng.random(n) < eps)
+        use_model = ~use_expert & ~use_random
+        random_choice = rng.integers(0, spec.n_choices, n)
+        choices = np.zeros(n, dtype=np.int64)
+        params = np.zeros(n, dtype=np.float32)
+        if use_model.any() or (use_random.any() and not warmup):
+            greedy, per_choice = self._model_actions(obs)
+            choices[use_model] = greedy[use_model]
+            params[use_model] = per_choice[use_model, greedy[use_model]]
+        if use_random.any():
+            r = np.flatnonzero(use_random)
+            choices[r] = random_choice[r]
+            if warmup:
+                p = rng.uniform(spec.param_low, spec.param_high, len(r))
+            else:
+                p = per_choice[r, random_choice[r]] + self._param_noise(len(r))
+            params[r] = self._acting().snap_params(np.clip(p, spec.param_low, spec.param_high).astype(np.float32))
+        actions = spec.encode(choices, params)
+        actions[use_expert] = self._expert_actions[:n][use_expert]
+        sources = np.full(n, SOURCE_MODEL, dtype=np.uint8)
+        sources[use_random] = SOURCE_RANDOM
+        sources[use_expert] = SOURCE_EXPERT
+        return actions, sources
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """Greedy actions in the Box encoding; with ``deterministic=False``, epsilon-random ones as in SB3's DQN."""
+        action, state = self._acting().predict(observation, state, episode_start, deterministic=True)
+        if not deterministic and self.exploration_rate > 0:
+            batch = action.reshape(-1, 2)
+            flip = np.random.rand(len(batch)) < self.exploration_rate
+            for i in np.flatnonzero(flip):
+                batch[i] = self.action_space.sample()
+            action = batch.reshape(action.shape)
+        return action, state
+
+    # ------------------------------------------------------------------ collecting
+    def collect_rollouts(  # type: ignore[override]
+        self,
+        env: VecEnv,
+        callback: BaseCallback,
+        train_freq: TrainFreq,
+        replay_buffer: ReplayBuffer,
+        action_noise: ActionNoise | None = None,
+        learning_starts: int = 0,
+        log_interval: int | None = None,
+    ) -> RolloutReturn:
+        """SB3's loop, with expert/epsilon/model selection and storage of executed, in-control transitions."""
+        assert isinstance(env, VecEnv), "You must pass a VecEnv"
+        assert isinstance(replay_buffer, CompactReplayBuffer)
+        assert train_freq.frequency > 0, "Should at least collect one step or episode."
+        if env.num_envs > 1:
+            assert train_freq.unit == TrainFrequencyUnit.STEP, "You must use only one env when doing episodic training."
+        self._acting().set_training_mode(False)
+        num_collected_steps, num_collected_episodes = 0, 0
+        callback.on_rollout_start()
+        while should_collect_more_steps(train_freq, num_collected_steps, num_collected_episodes):
+            if self._learner is not None:
+                self._learner.raise_if_failed()
+                self._sync_acting_policy()
+            assert self._last_obs is not None
+            actions, sources = self._select_actions(self._last_obs, learning_starts)  # type: ignore[arg-type]
+            new_obs, rewards, dones, infos = env.step(actions)
+            self.num_timesteps += env.num_envs
+            num_collected_steps += 1
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return RolloutReturn(
+                    num_collected_steps * env.num_envs, num_collected_episodes, continue_training=False
+                )
+            self._update_info_buffer(infos, dones)
+            self._store_step(replay_buffer, actions, sources, new_obs, rewards, dones, infos)  # type: ignore[arg-type]
+            if self._learner is not None:
+                self._learner.notify()
+            self._update_current_progress_remaining(self.num_timesteps, self._total_timesteps)
+            self._on_step()
+            for done in dones:
+                if done:
+                    num_collected_episodes += 1
+                    self._episode_num += 1
+                    if log_interval is not None and self._episode_num % log_interval == 0:
+                        self.dump_logs()
+        callback.on_rollout_end()
+        return RolloutReturn(num_collected_steps * env.num_envs, num_collected_episodes, continue_training=True)
+
+    def _store_step(
+        self,
+        replay_buffer: CompactReplayBuffer,
+        actions: np.ndarray,
+        sources: np.ndarray,
+        new_obs: np.ndarray,
+        rewards: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        """Store the in-control transitions with their executed actions; read the next expert actions."""
+        if self._vec_normalize_env is not None:
+            new_obs_ = self._vec_normalize_env.get_original_obs()
+            reward_ = self._vec_normalize_env.get_original_reward()
+        else:
+            self._last_original_obs, new_obs_, reward_ = self._last_obs, new_obs, rewards
+        next_obs = np.array(new_obs_, copy=True)
+        n = len(infos)
+        truncated = np.zeros(n, dtype=bool)
+        store = np.ones(n, dtype=bool)
+        executed = np.array(actions, dtype=np.float32, copy=True)
+        reset_infos: list[dict[str, Any]] | None = None
+        for i, info in enumerate(infos):
+            store[i] = bool(info.get("agent_in_control", True))
+            if info.get("executed_action") is not None:
+                executed[i] = np.asarray(info["executed_action"], dtype=np.float32).reshape(2)
+            expert_info = info
+            if dones[i]:
+                truncated[i] = bool(info.get("TimeLimit.truncated", False))
+                terminal = info.get("terminal_observation")
+                if terminal is not None:
+                    # an auto-resetting VecEnv (DummyVecEnv, ...) returns the reset observation in new_obs and its
+                    # infos (with its expert action) in reset_infos; Tempest does not reset, obs is the death tick
+                    if not np.array_equal(terminal, new_obs[i]):
+                        reset_infos = self._reset_infos() if reset_infos is None else reset_infos
+                        expert_info = reset_infos[i] if i < len(reset_infos) else {}
+                    if self._vec_normalize_env is not None:
+                        terminal = self._vec_normalize_env.unnormalize_obs(terminal)
+                    next_obs[i] = terminal
+            self._read_expert(i, expert_info)
+        dones = np.asarray(dones, dtype=bool)
+        replay_buffer.add_step(
+            self._last_original_obs, next_obs, executed, reward_, dones & ~truncated, truncated, store, sources
+        )
+        counts = np.bincount(sources, minlength=3)
+        self.source_totals += counts
+        self._window_sources += counts
+        self._window_stored += int(store.sum())
+        self._last_obs = new_obs
+        if self._vec_normalize_env is not None:
+            self._last_original_obs = new_obs_
+
+    def _on_step(self) -> None:
+        """Update the schedules (exploration, expert ratio, demo weight) after each env step."""
+        self._n_calls += 1
+        self._update_schedules()
+        self.logger.record("rollout/exploration_rate", self.exploration_rate)
+        self.logger.record("rollout/expert_ratio", self.current_expert_ratio)
+
+    def dump_logs(self) -> None:
+        total = int(self._window_sources.sum())
+        if total:
+            for name, count in zip(SOURCE_NAMES, self._window_sources, strict=True):
+                self.logger.record(f"rollout/{name}_frac", count / total)
+            self.logger.record("rollout/stored_frac", self._window_stored / total)
+        self._stats.flush(self.logger)
+        if self._learner is not None:
+            self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+            self.logger.record("learner/updates_per_s", self._learner.updates_per_second())
+            self.logger.record("learner/acting_version", self._acting_version)
+        self.logger.record("replay/size", self.replay_buffer.size())
+        if self.replay_buffer.lost_count:
+            self.logger.record("replay/lost", self.replay_buffer.lost_count)
+        super().dump_logs()
+        self._window_sources[:] = 0
+        self._window_stored = 0
+
+    # ------------------------------------------------------------------ training
+    def _apply_learning_rate(self) -> float:
+        lr = float(self.lr_schedule(self._current_progress_remaining))
+        update_learning_rate(self.policy.optimizer, lr)
+        if self.policy.actor_optimizer is not None:
+            update_learning_rate(self.policy.actor_optimizer, lr * self.policy.actor_lr_scale)
+        return lr
+
+    def train(self, gradient_steps: int, batch_size: int = 256) -> None:
+        """Synchronous training round (SB3 calls this between rollouts)."""
+        self.policy.set_training_mode(True)
+        self.logger.record("train/learning_rate", self._apply_learning_rate())
+        for _ in range(gradient_steps):
+            self._gradient_step(batch_size)
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self._stats.flush(self.logger)
+
+    def _gradient_step(self, batch_size: int) -> None:
+        """One update: TD (Huber, n-step, double Q) + demonstration loss; then the actor (hybrid head)."""
+        policy = self.policy
+        data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+        obs, choice, param = data.observations, data.choices, data.params
+        with th.no_grad():
+            next_v = policy.bootstrap_values(data.next_observations, self.double_q)
+            target = data.rewards[:, 0] + (1.0 - data.dones[:, 0]) * data.discounts[:, 0] * next_v
+        q = policy.q_taken(obs, choice, param)
+        td_loss = F.smooth_l1_loss(q, target)
+        loss = td_loss
+        demo_coef = self.current_demo_coef
+        demo_mask = data.sources == SOURCE_EXPERT
+        stats: dict[str, Any] = {"loss": td_loss, "q_mean": q.mean()}
+        if demo_coef > 0 and bool(demo_mask.any()):
+            idx = demo_mask.nonzero().squeeze(1)
+            margin = policy.large_margin_loss(obs[idx], choice[idx], param[idx], q[idx], self.demo_margin).mean()
+            loss = loss + demo_coef * margin
+            stats["demo_margin_loss"] = margin
+        policy.optimizer.zero_grad()
+        loss.backward()
+        th.nn.utils.clip_grad_norm_(policy.q_net.parameters(), self.max_grad_norm)
+        policy.optimizer.step()
+        if policy.hybrid:
+            assert policy.actor is not None and policy.actor_optimizer is not None
+            # the actor's gradient goes through Q; Q's own weights need no gradient here
+            policy.q_net.requires_grad_(False)
+            try:
+                actor_loss, q_actor, demo_param = policy.actor_loss(
+                    obs, demo_mask.float(), choice, param, demo_coef * self.demo_param_coef
+                )
+                policy.actor_optimizer.zero_grad()
+                actor_loss.backward()
+            finally:
+                policy.q_net.requires_grad_(True)
+            th.nn.utils.clip_grad_norm_(policy.actor.parameters(), self.max_grad_norm)
+            policy.actor_optimizer.step()
+            stats["actor_q"] = q_actor
+            if "demo_margin_loss" in stats:
+                stats["demo_param_loss"] = demo_param
+        self._n_updates += 1
+        if self._n_updates % self.target_update_interval == 0:
+            self._update_targets()
+        stats["demo_frac"] = demo_mask.float().mean()
+        self._stats.add(stats)
+
+    def _update_targets(self) -> None:
+        for online, target in self.policy.target_pairs():
+            polyak_update(online.parameters(), target.parameters(), self.tau)
+            polyak_update(online.buffers(), target.buffers(), 1.0)
+
+    # ------------------------------------------------------------------ background learner
+    def _replay_ratio(self) -> float:
+        if self.max_replay_ratio is not None:
+            return float(self.max_replay_ratio)
+        assert isinstance(self.train_freq, TrainFreq)
+        if self.train_freq.unit != TrainFrequencyUnit.STEP:
+            raise ValueError("async_learner with train_freq in episodes needs an explicit max_replay_ratio")
+        per_round = self.train_freq.frequency * self.n_envs
+        steps = self.gradient_steps if self.gradient_steps >= 0 else per_round
+        return steps / per_round
+
+    def _allowed_updates(self) -> int:
+        """Replay-ratio cap for the learner: updates allowed so far in this ``learn`` call."""
+        start = max(self.learning_starts, self._num_timesteps_at_start)
+        if self.num_timesteps <= start or self.replay_buffer.size() == 0:
+            return 0
+        return int(self._replay_ratio_value * (self.num_timesteps - start))
+
+    def _learner_step(self) -> None:
+        self._apply_learning_rate()
+        self._gradient_step(self.batch_size)
+
+    def _publish_weights(self) -> None:
+        assert self._publisher is not None
+        state = self.policy.state_dict()
+        self._publisher.publish({k: v for k, v in state.items() if k.startswith(("q_net.", "actor."))})
+
+    def _sync_acting_policy(self) -> None:
+        """Load the newest published weights into the acting copy (main thread, between env steps)."""
+        if self._publisher is None or self.acting_policy is None:
+            return
+        version, snapshot = self._publisher.pull(self._acting_version)
+        if snapshot is not None:
+            missing = self.acting_policy.load_state_dict(snapshot, strict=False).unexpected_keys
+            assert not missing, f"unexpected keys in the published weights: {missing}"
+            self._acting_version = version
+
+    def _start_learner(self) -> None:
+        self._replay_ratio_value = self._replay_ratio()
+        self.acting_policy = copy.deepcopy(self.policy)
+        self.acting_policy.set_training_mode(False)
+        self.policy.set_training_mode(True)
+        self._publisher = WeightPublisher()
+        self._acting_version = 0
+        self._learner = BackgroundLearner(
+            step_fn=self._learner_step,
+            allowed_updates=self._allowed_updates,
+            publish_fn=self._publish_weights,
+            sync_interval=self.policy_sync_interval,
+        )
+        self._learner.start()
+
+    def _stop_learner(self, raise_error: bool) -> None:
+        learner, self._learner = self._learner, None
+        if learner is None:
+            return
+        learner.stop()
+        self.acting_policy = None
+        self._publisher = None
+        self.policy.set_training_mode(False)
+        if raise_error and learner.error is not None:
+            raise RuntimeError(f"the background learner failed: {learner.error!r}") from learner.error
+
+    def learn(
+        self: SelfHybridDQN,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "HybridDQN",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfHybridDQN:
+        """SB3's off-policy loop; with ``async_learner`` the updates run in a thread during the whole call."""
+        total_timesteps, callback = self._setup_learn(
+            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+        )
+        callback.on_training_start(locals(), globals())
+        assert self.env is not None, "You must set the environment before calling learn()"
+        assert isinstance(self.train_freq, TrainFreq)
+        if self.async_learner:
+            self._start_learner()
+        try:
+            while self.num_timesteps < total_timesteps:
+                rollout = self.collect_rollouts(
+                    self.env,
+                    train_freq=self.train_freq,
+                    callback=callback,
+                    learning_starts=self.learning_starts,
+                    replay_buffer=self.replay_buffer,
+                    log_interval=log_interval,
+                )
+                if not rollout.continue_training:
+                    break
+                if not self.async_learner and self.num_timesteps > 0 and self.num_timesteps > self.learning_starts:
+                    gradient_steps = self.gradient_steps if self.gradient_steps >= 0 else rollout.episode_timesteps
+                    if gradient_steps > 0:
+                        self.train(batch_size=self.batch_size, gradient_steps=gradient_steps)
+        except BaseException:
+            self._stop_learner(raise_error=False)
+            raise
+        self._stop_learner(raise_error=True)
+        callback.on_training_end()
+        return self
+
+    # ------------------------------------------------------------------ saving
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "acting_policy", "_learner", "_publisher", "_stats"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts = ["policy", "policy.optimizer"]
+        if self.policy.actor_optimizer is not None:
+            state_dicts.append("policy.actor_optimizer")
+        return state_dicts, []
+
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> None:
+        """SB3's ``save``; while the background learner runs, between two of its updates."""
+        with self._learner.pause() if self._learner is not None else nullcontext():
+            super().save(path, exclude, include)
+
+    def load_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True) -> None:
+        """SB3's ``load_replay_buffer``; the newest transitions of each env become gaps (their env moved on)."""
+        super().load_replay_buffer(path, truncate_last_traj)
+        assert isinstance(self.replay_buffer, CompactReplayBuffer), "HybridDQN needs a CompactReplayBuffer"
+        self.replay_buffer.close_open_transitions(self.n_envs)
