@@ -12,6 +12,7 @@ The model is saved on Ctrl-C and on errors too, so a crash loses at most the rep
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import os
 import sys
@@ -80,7 +81,7 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], i
     overrides = parse_override(args.hyperparams)
     check_keys(overrides, cls, "--hyperparams")
     hp.update(overrides)
-    saved = OrderedDict(sorted(hp.items()))
+    saved = OrderedDict(sorted(copy.deepcopy(hp).items()))  # the YAML as given; CLI args go to args.yml
     n_timesteps = args.n_timesteps if args.n_timesteps > 0 else int(hp.pop("n_timesteps", 1_000_000))
     hp.pop("n_timesteps", None)
     env_kwargs = hp.pop("env_kwargs", {}) or {}

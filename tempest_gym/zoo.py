@@ -9,6 +9,7 @@ algorithm keyed by env id, ``lin_<x>`` schedules, ``policy_kwargs`` as a Python-
 from __future__ import annotations
 
 import ast
+import contextlib
 import glob
 import inspect
 import os
@@ -107,6 +108,9 @@ def parse_override(items: list[str] | None) -> dict[str, Any]:
             raise ValueError(f"--hyperparams expects key:value, got {item!r}")
         key, raw = item.split(":", 1)
         value = yaml.safe_load(raw)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = float(value)  # YAML 1.1 reads "3e-4" (no dot) as a string
         if key in ("env_kwargs", "policy_kwargs") and isinstance(value, str):
             value = parse_policy_kwargs(value)
         out[key] = value
