@@ -128,6 +128,7 @@ class TempestVecEnv(VecEnv):
         self.max_spin = int(max_spin)
         self.max_episode_steps = max_episode_steps
         self.base_seed = int(seed)
+        self.death_penalty = int(death_penalty)
         if expert is True:
             expert = _default_expert
         self.expert = expert(self.layout, self.max_spin, self.base_seed) if expert else None
@@ -135,7 +136,7 @@ class TempestVecEnv(VecEnv):
         self._ep_return = np.zeros(num_envs, dtype=np.float64)
         self._ep_len = np.zeros(num_envs, dtype=np.int64)
         self._ep_start = np.zeros(num_envs, dtype=np.float64)
-        self._ep_score0 = np.zeros(num_envs, dtype=np.int64)
+        self._ep_points = np.zeros(num_envs, dtype=np.int64)
         self._zero = np.zeros(num_envs, dtype=np.int64)
         self.total_steps = 0
         self.last_states: np.ndarray | None = None
@@ -156,7 +157,7 @@ class TempestVecEnv(VecEnv):
         self._ep_return[:] = 0.0
         self._ep_len[:] = 0
         self._ep_start[:] = now
-        self._ep_score0[:] = arr["score"]
+        self._ep_points[:] = 0
         obs = np.array(arr["obs"], dtype=np.float32)
         self.last_states = arr
         self.reset_infos = self._infos(arr, obs, np.zeros(self.num_envs, bool))
@@ -183,6 +184,9 @@ class TempestVecEnv(VecEnv):
         terminated = (flags & protocol.F_DEATH) != 0
         self._ep_return += rewards
         self._ep_len += 1
+        # points scored in play: the objective reward without the death penalty (bonuses are already
+        # filtered out and the 1,000,000 wrap of the 6-digit score is handled by the client)
+        self._ep_points += np.rint(arr["reward_obj"] + self.death_penalty * terminated).astype(np.int64)
         self.total_steps += self.num_envs
         truncated = np.zeros(self.num_envs, dtype=bool)
         if self.max_episode_steps:
@@ -200,17 +204,14 @@ class TempestVecEnv(VecEnv):
                     "l": int(self._ep_len[i]),
                     "t": round(now - self._ep_start[i], 6),
                     "score": int(arr["score"][i]),
-                    "points": int(arr["score"][i]) - int(self._ep_score0[i]),
+                    "points": int(self._ep_points[i]),
                     "level": int(arr["level"][i]),
                     "game_over": bool(flags[i] & protocol.F_GAME_OVER),
                 }
                 self._ep_return[i] = 0.0
                 self._ep_len[i] = 0
                 self._ep_start[i] = now
-                self._ep_score0[i] = 0 if flags[i] & protocol.F_GAME_OVER else int(arr["score"][i])
-        new_game = (flags & protocol.F_NEW_GAME) != 0
-        if new_game.any():
-            self._ep_score0[new_game] = 0
+                self._ep_points[i] = 0
         return obs, rewards, dones, infos
 
     def _infos(self, arr: np.ndarray, obs: np.ndarray, dones: np.ndarray) -> list[dict[str, Any]]:

@@ -223,6 +223,9 @@ function client.start(lua_dir)
 			f = f | protocol.F_LEVEL_UP
 		end
 		prev_in_game, prev_level = info.in_game, info.level
+		if f & protocol.F_NEW_GAME ~= 0 then
+			rw.reset() -- the score went back to 0: not a reward
+		end
 		local r_obj, r_subj = rw.step(info, R, death)
 		ex.normalise(raw, vals)
 		seq = (seq + 1) & 0xFFFFFFFF
@@ -260,7 +263,11 @@ function client.start(lua_dir)
 		if qframe ~= last_tick then
 			last_tick = qframe
 			tick(ex.read(mem))
-			if not pipeline and receive_action() then
+			-- Pipeline only with slack: the game's next loop starts when its IRQ counter FRTIMR ($53)
+			-- reaches 9 (4.1 IRQs per video frame), and fire needs 2 IRQ samples to debounce. Measured:
+			-- with FRTIMR <= 2 at the tick a reply applied one frame later lands on the next tick every
+			-- time; from 4 on it mostly misses it. Otherwise read the reply now.
+			if (not pipeline or mem:read_u8(0x53) > cfg.pipeline_slack) and receive_action() then
 				return
 			end
 		end

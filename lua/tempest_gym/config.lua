@@ -12,7 +12,8 @@ local DEFAULTS = {
 	start_level = 1, -- must be one of the game's selectable start levels
 	lives = 3, -- 2, 3, 4 or 5 (dip switch)
 	transport = "auto", -- auto | luasocket | emufile
-	pipeline = 1, -- 1: read the reply one video frame after sending the state
+	pipeline = 1, -- 1: read the reply one video frame after sending the state, when there is slack
+	pipeline_slack = 2, -- ...i.e. when FRTIMR ($53) at the tick is at most this (see client.lua)
 	connect_timeout = 30, -- seconds to connect and complete the handshake
 	reply_timeout = 60, -- seconds to wait for each action
 	death_penalty = 1000, -- points subtracted from the objective reward on a death
@@ -24,7 +25,7 @@ local DEFAULTS = {
 }
 
 local NUMERIC = {
-	port = true, slot = true, seed = true, start_level = true, lives = true, pipeline = true,
+	port = true, slot = true, seed = true, pipeline_slack = true, start_level = true, lives = true, pipeline = true,
 	connect_timeout = true, reply_timeout = true, death_penalty = true, bonus_threshold = true,
 	verbose = true,
 }

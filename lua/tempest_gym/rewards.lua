@@ -72,7 +72,9 @@ function rewards.new(cfg)
 		local obj = 0
 		local score = info.score
 		if self.prev_score ~= nil and info.in_game then
-			local delta = score - self.prev_score
+			-- the 6-digit score wraps at 1,000,000 (the expert gets there); a new game resets the
+			-- tracker (client.lua), so a drop can only be a wrap
+			local delta = (score - self.prev_score) % 1000000
 			local gs = info.gs
 			if delta > 0 and delta < cfg.bonus_threshold and gs ~= 0x0E and gs ~= 0x18 then
 				obj = delta
