@@ -38,6 +38,8 @@ setup(
         "pyyaml>=6,<7",
         "rich>=13",
         "tqdm>=4",
+        "tensorboard>=2.10",
+        "matplotlib>=3.5",
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"],

@@ -11,15 +11,13 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from tempest_gym import ENV_ID
+from tempest_gym.agents import make_policy
 from tempest_gym.errors import TempestGymError
-
-Policy = Callable[[np.ndarray, list[dict]], np.ndarray]
 
 
 @dataclass
@@ -50,41 +48,6 @@ class EpisodeLog:
             f"points per episode mean {pts.mean():,.0f} median {np.median(pts):,.0f} max {pts.max():,}; "
             f"level mean {lvl.mean():.2f} max {lvl.max()}; length mean {length.mean():,.0f} ticks"
         )
-
-
-def make_policy(args: argparse.Namespace, env) -> Policy:
-    """A function (obs, infos) -> actions for the chosen algorithm."""
-    if args.algo == "random":
-        rng = np.random.default_rng(args.seed)
-
-        def random_policy(obs: np.ndarray, infos: list[dict]) -> np.ndarray:
-            n = obs.shape[0]
-            return np.stack([rng.uniform(0, 3, n), rng.uniform(-1, 1, n)], axis=1).astype(np.float32)
-
-        return random_policy
-    if args.algo == "expert":
-        from policies.expert import TempestExpert
-
-        expert = TempestExpert(layout=env.layout, max_spin=env.max_spin, seed=args.seed)
-        return lambda obs, infos: expert.predict_batch(obs)
-    from tempest_gym.zoo import load_trained_model
-
-    model = load_trained_model(
-        args.algo,
-        args.env,
-        folder=args.folder,
-        model_path=args.model,
-        exp_id=args.exp_id,
-        load_best=args.load_best,
-        env=env,
-    )
-    deterministic = not args.stochastic
-
-    def model_policy(obs: np.ndarray, infos: list[dict]) -> np.ndarray:
-        actions, _ = model.predict(obs, deterministic=deterministic)
-        return actions
-
-    return model_policy
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -145,7 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     log = EpisodeLog()
     steps = 0
     try:
-        policy = make_policy(args, env)
+        policy = make_policy(
+            args.algo,
+            env,
+            seed=args.seed,
+            folder=args.folder,
+            model_path=args.model,
+            exp_id=args.exp_id,
+            load_best=args.load_best,
+            deterministic=not args.stochastic,
+        )
         obs = env.reset()
         infos = env.reset_infos
         print(f"playing {args.algo} on {args.num_envs} MAME instance(s), start level {args.start_level}", flush=True)

@@ -55,8 +55,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("-n", "--n-timesteps", type=int, default=-1, help="override n_timesteps from the YAML")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-freq", type=int, default=-1, help="evaluate every N env steps (-1: never)")
-    p.add_argument("--eval-episodes", type=int, default=5)
-    p.add_argument("--eval-envs", type=int, default=1, help="MAME instances for evaluation")
+    p.add_argument(
+        "--eval-games",
+        "--eval-episodes",
+        dest="eval_games",
+        type=int,
+        default=3,
+        help="whole games (until game over) per evaluation, the model acting alone",
+    )
+    p.add_argument("--eval-envs", type=int, default=1, help="extra MAME instances for evaluation")
     p.add_argument("--save-freq", type=int, default=100_000, help="checkpoint every N env steps (-1: never)")
     p.add_argument("-tb", "--tensorboard-log", default="", help="TensorBoard log dir")
     p.add_argument("-P", "--progress", action="store_true", help="show a progress bar")
@@ -102,6 +109,18 @@ def run_folder(args: argparse.Namespace) -> Path:
     return save_path
 
 
+def make_logger(save_path: Path, tensorboard_log: str | None, stdout: bool):
+    """SB3 logger writing progress.csv into the run folder, TensorBoard events (with -tb), and stdout."""
+    from stable_baselines3.common.logger import Logger, make_output_format
+
+    formats = [make_output_format("csv", str(save_path))]
+    if stdout:
+        formats.append(make_output_format("stdout", str(save_path)))
+    if tensorboard_log:
+        formats.append(make_output_format("tensorboard", str(Path(tensorboard_log) / save_path.name)))
+    return Logger(str(save_path), formats)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.env != ENV_ID:
@@ -113,9 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+    from stable_baselines3.common.callbacks import CheckpointCallback
     from stable_baselines3.common.vec_env import VecMonitor
 
+    from tempest_gym.callbacks import EvalGamesCallback, LiveSummaryCallback, TempestMetricsCallback
     from tempest_gym.vec_env import TempestVecEnv
 
     cls = algo_class(args.algo)
@@ -137,42 +157,41 @@ def main(argv: list[str] | None = None) -> int:
     model = None
     try:
         n_envs = env.num_envs
-        callbacks = []
+        metrics = TempestMetricsCallback()
+        callbacks = [metrics]
         if args.save_freq > 0:
             callbacks.append(CheckpointCallback(max(args.save_freq // n_envs, 1), str(save_path), "rl_model"))
+        evals = None
         if args.eval_freq > 0:
-            eval_kwargs = dict(env_kwargs, num_envs=args.eval_envs)
-            eval_env = VecMonitor(TempestVecEnv(seed=args.seed + 10_000, **eval_kwargs))
-            callbacks.append(
-                EvalCallback(
-                    eval_env,
-                    best_model_save_path=str(save_path),
-                    log_path=str(save_path),
-                    eval_freq=max(args.eval_freq // n_envs, 1),
-                    n_eval_episodes=args.eval_episodes,
-                    deterministic=True,
-                )
-            )
+            if args.eval_envs < 1:
+                raise ValueError("--eval-freq needs --eval-envs >= 1 (evaluation runs on its own MAME instances)")
+            eval_kwargs = dict(env_kwargs, num_envs=args.eval_envs, expert=False)
+
+            def make_eval_env():
+                return TempestVecEnv(seed=args.seed + 10_000, **eval_kwargs)
+
+            evals = EvalGamesCallback(make_eval_env, args.eval_freq, games=args.eval_games, log_path=save_path,
+                                      best_model_save_path=save_path, verbose=args.verbose)  # fmt: skip
+            callbacks.append(evals)
+        if args.progress:
+            callbacks.append(LiveSummaryCallback(n_timesteps, metrics, evals))
         tb = args.tensorboard_log or None
         if args.trained_agent:
             if not os.path.isfile(args.trained_agent):
                 raise FileNotFoundError(f"--trained-agent {args.trained_agent} not found")
             print(f"Continuing from {args.trained_agent}", flush=True)
-            model = cls.load(args.trained_agent, env=env, tensorboard_log=tb, verbose=args.verbose,
-                             device=args.device, **hp)  # fmt: skip
+            model = cls.load(args.trained_agent, env=env, verbose=args.verbose, device=args.device, **hp)
         else:
-            model = cls(policy, env, seed=args.seed, tensorboard_log=tb, verbose=args.verbose, device=args.device,
-                        **hp)  # fmt: skip
+            model = cls(policy, env, seed=args.seed, verbose=args.verbose, device=args.device, **hp)
+        model.set_logger(make_logger(save_path, tb, stdout=args.verbose > 0 and not args.progress))
         model.learn(
             n_timesteps,
             callback=callbacks,
-            progress_bar=args.progress,
             reset_num_timesteps=not args.trained_agent,
-            tb_log_name=f"{args.env}_{save_path.name.rsplit('_', 1)[-1]}",
         )
     except KeyboardInterrupt:
         print("interrupted: saving the model", file=sys.stderr)
-    except (TempestGymError, FileNotFoundError) as exc:
+    except (TempestGymError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:

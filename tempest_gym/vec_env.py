@@ -13,9 +13,10 @@ Semantics (docs/env.md has the long version):
   ``info["executed_action"]`` is what ran (clamped and rounded), for replay buffers;
 * an episode is one life: it ends (``terminated``) on the tick the player dies. There is no
   reset between lives, so the observation returned with ``done`` is the death tick itself
-  (also in ``terminal_observation``); the game carries on, and after game over the client
-  starts a new game by itself. ``reset()`` after the first starts fresh games from a save
-  state taken at boot.
+  (also in ``terminal_observation``). ``info["episode"]`` (also ``info["tempest_episode"]``,
+  which wrappers such as VecMonitor leave alone) has the return, length, score, points and
+  level. The game carries on, and after game over the client starts a new game by itself.
+  ``reset()`` after the first starts fresh games from a save state taken at boot.
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ class TempestVecEnv(VecEnv):
                 info = infos[i]
                 info["terminal_observation"] = obs[i].copy()
                 info["TimeLimit.truncated"] = bool(truncated[i])
-                info["episode"] = {
+                info["episode"] = info["tempest_episode"] = {
                     "r": float(self._ep_return[i]),
                     "l": int(self._ep_len[i]),
                     "t": round(now - self._ep_start[i], 6),

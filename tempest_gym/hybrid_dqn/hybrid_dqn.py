@@ -20,6 +20,8 @@ import copy
 import io
 import pathlib
 import threading
+import time
+from collections import deque
 from collections.abc import Iterable
 from contextlib import nullcontext
 from typing import Any, ClassVar, TypeVar
@@ -262,6 +264,9 @@ class HybridDQN(OffPolicyAlgorithm):
         self._publisher: WeightPublisher | None = None
         self.acting_policy: HybridQPolicy | None = None
         self._acting_version = 0
+        self._acting_updates = 0  # learner updates contained in the acting weights
+        self._version_updates: dict[int, int] = {}  # published version -> learner updates at publication
+        self._latencies: deque[float] = deque(maxlen=2000)  # seconds per batched inference call
         if _init_setup_model:
             self._setup_model()
 
@@ -380,12 +385,15 @@ class HybridDQN(OffPolicyAlgorithm):
 
     def _model_actions(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Greedy choice (n,) and per-choice parameters (n, K) of the acting policy."""
+        t0 = time.perf_counter()
         policy = self._acting()
         policy.set_training_mode(False)
         obs_tensor, _ = policy.obs_to_tensor(obs)
         with th.no_grad():
             choice, params = policy.act(obs_tensor)
-        return choice.cpu().numpy(), params.cpu().numpy()
+        out = choice.cpu().numpy(), params.cpu().numpy()
+        self._latencies.append(time.perf_counter() - t0)
+        return out
 
     def _param_noise(self, size: int) -> np.ndarray:
         assert self._rng is not None
@@ -551,6 +559,9 @@ class HybridDQN(OffPolicyAlgorithm):
         self._update_schedules()
         self.logger.record("rollout/exploration_rate", self.exploration_rate)
         self.logger.record("rollout/expert_ratio", self.current_expert_ratio)
+        if self._learner is not None:
+            # how many updates behind the learner the weights that just acted were
+            self.logger.record_mean("learner/policy_lag", self._n_updates - self._acting_updates)
 
     def dump_logs(self) -> None:
         total = int(self._window_sources.sum())
@@ -564,6 +575,11 @@ class HybridDQN(OffPolicyAlgorithm):
             self.logger.record("learner/updates_per_s", self._learner.updates_per_second())
             self.logger.record("learner/acting_version", self._acting_version)
         self.logger.record("replay/size", self.replay_buffer.size())
+        if self._latencies:
+            lat = np.array(self._latencies) * 1000.0
+            self.logger.record("rollout/inference_ms_p50", float(np.percentile(lat, 50)))
+            self.logger.record("rollout/inference_ms_p99", float(np.percentile(lat, 99)))
+            self._latencies.clear()
         if self.replay_buffer.lost_count:
             self.logger.record("replay/lost", self.replay_buffer.lost_count)
         super().dump_logs()
@@ -600,7 +616,7 @@ class HybridDQN(OffPolicyAlgorithm):
         loss = td_loss
         demo_coef = self.current_demo_coef
         demo_mask = data.sources == SOURCE_EXPERT
-        stats: dict[str, Any] = {"loss": td_loss, "q_mean": q.mean()}
+        stats: dict[str, Any] = {"loss": td_loss, "q_mean": q.mean(), "q_std": q.std()}
         if demo_coef > 0 and bool(demo_mask.any()):
             idx = demo_mask.nonzero().squeeze(1)
             margin = policy.large_margin_loss(obs[idx], choice[idx], param[idx], q[idx], self.demo_margin).mean()
@@ -663,7 +679,10 @@ class HybridDQN(OffPolicyAlgorithm):
     def _publish_weights(self) -> None:
         assert self._publisher is not None
         state = self.policy.state_dict()
-        self._publisher.publish({k: v for k, v in state.items() if k.startswith(("q_net.", "actor."))})
+        updates = self._n_updates
+        version = self._publisher.publish({k: v for k, v in state.items() if k.startswith(("q_net.", "actor."))})
+        self._version_updates[version] = updates
+        self._version_updates.pop(version - 64, None)
 
     def _sync_acting_policy(self) -> None:
         """Load the newest published weights into the acting copy (main thread, between env steps)."""
@@ -674,6 +693,7 @@ class HybridDQN(OffPolicyAlgorithm):
             missing = self.acting_policy.load_state_dict(snapshot, strict=False).unexpected_keys
             assert not missing, f"unexpected keys in the published weights: {missing}"
             self._acting_version = version
+            self._acting_updates = self._version_updates.get(version, self._n_updates)
 
     def _start_learner(self) -> None:
         self._replay_ratio_value = self._replay_ratio()
@@ -682,6 +702,9 @@ class HybridDQN(OffPolicyAlgorithm):
         self.policy.set_training_mode(True)
         self._publisher = WeightPublisher()
         self._acting_version = 0
+        self._acting_updates = 0  # learner updates contained in the acting weights
+        self._version_updates: dict[int, int] = {}  # published version -> learner updates at publication
+        self._latencies: deque[float] = deque(maxlen=2000)  # seconds per batched inference call
         self._learner = BackgroundLearner(
             step_fn=self._learner_step,
             allowed_updates=self._allowed_updates,
@@ -744,7 +767,7 @@ class HybridDQN(OffPolicyAlgorithm):
 
     # ------------------------------------------------------------------ saving
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "acting_policy", "_learner", "_publisher", "_stats"]
+        return [*super()._excluded_save_params(), "acting_policy", "_learner", "_publisher", "_stats", "_latencies"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "policy.optimizer"]
