@@ -88,6 +88,24 @@ class TempestMetricsCallback(BaseCallback):
             self.model.dump_logs()
 
 
+class StopAfterSeconds(BaseCallback):
+    """Stop training after a wall-clock budget (``--max-seconds``); the model is then saved as usual."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(0)
+        self.seconds = seconds
+        self._t0 = 0.0
+
+    def _on_training_start(self) -> None:
+        self._t0 = time.monotonic()
+
+    def _on_step(self) -> bool:
+        if time.monotonic() - self._t0 >= self.seconds:
+            print(f"time budget of {self.seconds:,.0f} s reached at {self.num_timesteps:,} steps", flush=True)
+            return False
+        return True
+
+
 class EvalGamesCallback(BaseCallback):
     """Every ``eval_freq`` env steps, play ``games`` whole games with the model alone on separate clients.
 

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from tempest_gym import ENV_ID
 from tempest_gym.agents import make_policy
 from tempest_gym.errors import TempestGymError
+from tempest_gym.recording import ActionLog, collect_videos
 
 
 @dataclass
@@ -69,6 +73,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--exp-id", type=int, default=0, help="experiment id in the log folder (0: latest)")
     p.add_argument("--load-best", action="store_true", help="load best_model.zip instead of the last model")
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of the greedy ones")
+    p.add_argument(
+        "--record",
+        metavar="DIR",
+        default=None,
+        help="write a video of each episode (MP4 with ffmpeg, else MNG) and per-instance action logs",
+    )
+    p.add_argument("--record-size", default="480x360", help="video size WxH (MAME -snapsize)")
     view = p.add_mutually_exclusive_group()
     view.add_argument(
         "--headless",
@@ -89,22 +100,24 @@ def main(argv: list[str] | None = None) -> int:
     headless = args.headless
     if headless is None:
         headless = not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    from tempest_gym.vec_env import TempestVecEnv
+    from tempest_gym.vec_env import TempestVecEnv, decode_actions
 
+    record = Path(args.record) if args.record else None
+    extra: dict = {}
+    if record is not None:
+        work = Path(tempfile.mkdtemp(prefix="mame-", dir=_mkdir(record)))
+        extra = dict(client_settings={"record": "mng"}, mame_args=("-snapsize", args.record_size),
+                     workdir=str(work), keep_workdir=True)  # fmt: skip
     try:
-        env = TempestVecEnv(
-            num_envs=args.num_envs,
-            rompath=args.rompath,
-            mame=args.mame,
-            start_level=args.start_level,
-            lives=args.lives,
-            seed=args.seed,
-            expert=False,
-            headless=headless,
-        )
+        env = TempestVecEnv(num_envs=args.num_envs, rompath=args.rompath, mame=args.mame,
+                            start_level=args.start_level, lives=args.lives, seed=args.seed, expert=False,
+                            headless=headless, **extra)  # fmt: skip
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    settings = {"start_level": args.start_level, "lives": args.lives, "max_spin": env.max_spin,
+                "layout_hash": env.layout.hash, "algo": args.algo}  # fmt: skip
+    logs = [ActionLog(dict(settings, seed=args.seed + i)) for i in range(env.num_envs)]
     log = EpisodeLog()
     steps = 0
     try:
@@ -122,10 +135,16 @@ def main(argv: list[str] | None = None) -> int:
         infos = env.reset_infos
         print(f"playing {args.algo} on {args.num_envs} MAME instance(s), start level {args.start_level}", flush=True)
         while steps < args.n_timesteps:
-            obs, _, dones, infos = env.step(policy(obs, infos))
+            actions = policy(obs, infos)
+            if record is not None:
+                fz, spin = decode_actions(actions, env.max_spin)
+                for i in range(env.num_envs):
+                    logs[i].add(fz[i], spin[i])
+            obs, _, dones, infos = env.step(actions)
             steps += env.num_envs
             for i in np.flatnonzero(dones):
                 log.add(int(i), infos[i]["episode"])
+                logs[i].end_episode(infos[i]["episode"])
             if args.episodes and len(log.episodes) >= args.episodes:
                 break
     except TempestGymError as exc:
@@ -135,8 +154,25 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
     finally:
         env.close()
+        if record is not None:
+            save_recordings(record, work, logs)
     print(log.summary(steps), flush=True)
     return 0
+
+
+def _mkdir(path: Path) -> str:
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def save_recordings(record: Path, work: Path, logs: list[ActionLog]) -> None:
+    """Videos to ``record/env<i>/``, action logs to ``record/env<i>.actions.npz``; drop MAME's scratch dir."""
+    for i, alog in enumerate(logs):
+        videos = collect_videos(work / f"slot{i}" / "snap", record / f"env{i}")
+        path = alog.save(record / f"env{i}.actions.npz")
+        print(f"env {i}: {len(videos)} video(s) in {record / f'env{i}'}; action log {path} "
+              f"(replay: python -m tempest_gym.replay {path})", flush=True)  # fmt: skip
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

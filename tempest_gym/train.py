@@ -64,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="whole games (until game over) per evaluation, the model acting alone",
     )
     p.add_argument("--eval-envs", type=int, default=1, help="extra MAME instances for evaluation")
+    p.add_argument("--max-seconds", type=float, default=0, help="stop after this wall-clock budget (0: none)")
     p.add_argument("--save-freq", type=int, default=100_000, help="checkpoint every N env steps (-1: never)")
     p.add_argument("-tb", "--tensorboard-log", default="", help="TensorBoard log dir")
     p.add_argument("-P", "--progress", action="store_true", help="show a progress bar")
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     from stable_baselines3.common.callbacks import CheckpointCallback
     from stable_baselines3.common.vec_env import VecMonitor
 
-    from tempest_gym.callbacks import EvalGamesCallback, LiveSummaryCallback, TempestMetricsCallback
+    from tempest_gym.callbacks import EvalGamesCallback, LiveSummaryCallback, StopAfterSeconds, TempestMetricsCallback
     from tempest_gym.vec_env import TempestVecEnv
 
     cls = algo_class(args.algo)
@@ -173,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             evals = EvalGamesCallback(make_eval_env, args.eval_freq, games=args.eval_games, log_path=save_path,
                                       best_model_save_path=save_path, verbose=args.verbose)  # fmt: skip
             callbacks.append(evals)
+        if args.max_seconds > 0:
+            callbacks.append(StopAfterSeconds(args.max_seconds))
         if args.progress:
             callbacks.append(LiveSummaryCallback(n_timesteps, metrics, evals))
         tb = args.tensorboard_log or None

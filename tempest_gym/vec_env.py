@@ -95,6 +95,7 @@ class TempestVecEnv(VecEnv):
         layout: StateLayout | None = None,
         trace_ram: bool = False,
         client_settings: dict[str, object] | None = None,
+        mame_args: tuple[str, ...] = (),
     ) -> None:
         self.layout = layout or default_layout()
         if not 1 <= max_spin <= MAX_SPIN:
@@ -121,6 +122,7 @@ class TempestVecEnv(VecEnv):
             keep_workdir=keep_workdir,
             trace_ram=trace_ram,
             client_settings=dict(client_settings or {}),
+            mame_args=tuple(mame_args),
         )
         self.cluster_config.validate()
         self.cluster = MameCluster(self.cluster_config, self.layout)

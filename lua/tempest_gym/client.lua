@@ -131,6 +131,26 @@ function client.start(lua_dir)
 	local boot_saved = false
 	local checked = false
 
+	-- per-episode video: MAME writes what the screen shows (also with -video none) into its
+	-- snapshot directory; an episode ends on the death tick, like the env's
+	local video = machine.video
+	local episode = 0
+	local function next_recording()
+		if cfg.record == "" then
+			return
+		end
+		if video.is_recording then
+			video:end_recording()
+		end
+		episode = episode + 1
+		video:begin_recording(string.format("episode_%04d.%s", episode, cfg.record), cfg.record)
+	end
+	local function stop_recording()
+		if cfg.record ~= "" and video.is_recording then
+			video:end_recording()
+		end
+	end
+
 	local function reset_trackers(seed)
 		last_tick, prev_dead, prev_in_game, prev_level = nil, nil, nil, nil
 		exec_fz, exec_spin, applied = 0, 0, false
@@ -152,6 +172,7 @@ function client.start(lua_dir)
 			if cfg.verbose ~= 0 then
 				log("server asked to quit")
 			end
+			stop_recording()
 			conn:close()
 			os.exit(EXIT_QUIT)
 		end
@@ -164,6 +185,7 @@ function client.start(lua_dir)
 			machine:load(BOOT_STATE)
 			reset_trackers(arg)
 			new_game_pending = false
+			next_recording()
 			return true -- the load happens after this callback: nothing more this frame
 		end
 		if awaiting_control then
@@ -206,6 +228,7 @@ function client.start(lua_dir)
 			f = f | protocol.F_APPLIED
 		end
 		if death then
+			next_recording()
 			f = f | protocol.F_DEATH
 			if info.lives <= 1 then
 				f = f | protocol.F_GAME_OVER
@@ -254,6 +277,7 @@ function client.start(lua_dir)
 			machine:save(BOOT_STATE)
 			boot_saved = true
 			flow.restart(frame, cfg.seed)
+			next_recording()
 		end
 		if awaiting and receive_action() then
 			return
@@ -285,6 +309,7 @@ function client.start(lua_dir)
 	-- MAME 0.251 with the system Lua 5.3 segfaults at exit after any autoboot script unless
 	-- the script leaves through os.exit from the stop callback (mame-lua.md 0.2)
 	on_stop(function()
+		stop_recording()
 		if conn then
 			pcall(conn.send, conn, protocol.bye("MAME is stopping"))
 			conn:close()

@@ -21,6 +21,7 @@ local DEFAULTS = {
 	token = "",
 	layout = "", -- path of state_layout.tsv (default: beside the script)
 	trace = "", -- if set, append seq (u32) + RAM $0000-$03FF for every sent state (tests)
+	record = "", -- "mng" or "avi": record each episode (life) to episode_NNNN.<fmt> in the snapshot dir
 	verbose = 0,
 }
 
@@ -77,6 +78,9 @@ function config.load()
 	end
 	if cfg.transport ~= "auto" and cfg.transport ~= "luasocket" and cfg.transport ~= "emufile" then
 		error("unknown transport " .. tostring(cfg.transport) .. " (auto, luasocket or emufile)")
+	end
+	if cfg.record ~= "" and cfg.record ~= "mng" and cfg.record ~= "avi" then
+		error("record must be mng or avi, not " .. tostring(cfg.record))
 	end
 	if cfg.port <= 0 or cfg.port > 65535 then
 		error("no server port: set port= in $TEMPEST_GYM_CONFIG or $TEMPEST_GYM_PORT")
