@@ -63,6 +63,12 @@ class TempestMetricsCallback(BaseCallback):
             self._record(now, frames)
         return True
 
+    def _on_training_end(self) -> None:
+        # a last row, so short runs and the tail of long ones are in the logs too
+        frames = np.array([i.get("frame", 0) for i in self.locals.get("infos", [])], dtype=np.float64)
+        if self._frames0 is not None and len(frames) == len(self._frames0) and time.monotonic() > self._t0:
+            self._record(time.monotonic(), frames)
+
     def _record(self, now: float, frames: np.ndarray) -> None:
         dt = now - self._t0
         values: dict[str, float] = {"env/ticks_per_s": (self.num_timesteps - self._steps0) / dt}

@@ -116,8 +116,8 @@ def play_games(
         for i, info in enumerate(infos):
             g = active[i]
             if info.get("new_game") and g is None:
-                g = active[i] = GameResult(env=i, start_level=info["level"], max_level=info["level"],
-                                           last_display=int(info["score"]))  # fmt: skip
+                # levels are known from the first controlled tick (level select is still running here)
+                g = active[i] = GameResult(env=i, last_display=int(info["score"]))
             if g is None:
                 continue
             g.ticks += 1
@@ -125,6 +125,7 @@ def play_games(
             g.score += (int(info["score"]) - g.last_display) % 1_000_000
             g.last_display = int(info["score"])
             if info["control"]:
+                g.start_level = g.start_level or info["level"]
                 g.max_level = max(g.max_level, info["level"])
             if dones[i] and not info.get("TimeLimit.truncated", False):
                 g.lives_lost[info["level"]] = g.lives_lost.get(info["level"], 0) + 1
