@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import selectors
 import shutil
 import tempfile
@@ -81,6 +82,12 @@ class ClusterConfig:
     workdir: str | None = None
     keep_workdir: bool = False
     mame_args: tuple[str, ...] = field(default_factory=tuple)
+    supervise: bool = True  # restart a dead or hung client instead of failing
+    max_restarts: int = 5  # ...but give up after this many failures in a row of one slot
+    restart_backoff: float = 1.0  # seconds before the first restart; doubles per failure in a row (max 30)
+    remote: bool = False  # no local MAME: wait for clients started elsewhere (python -m tempest_gym.client)
+    remote_wait: float = 600.0  # seconds to wait for remote clients to (re)connect
+    handshake_timeout: float = 10.0  # a connection must complete its HELLO within this
     trace_ram: bool = False  # the client writes seq + RAM $0000-$03FF per state to slotN/trace.bin
     client_settings: dict[str, object] = field(default_factory=dict)  # extra/overriding Lua settings
 
@@ -110,6 +117,11 @@ class MameCluster:
         self.procs: list[MameProcess] = []
         self.clients: list[ClientConnection | None] = [None] * self.n
         self.seq = np.zeros(self.n, dtype=np.uint32)
+        self.restarts = np.zeros(self.n, dtype=np.int64)  # client restarts per slot, ever
+        self.restarted = np.zeros(self.n, dtype=bool)  # slots whose client was replaced in the last receive
+        self._fails_in_row = [0] * self.n
+        self._ok_since = [0] * self.n  # states received since the slot's last restart
+        self._broken: dict[int, str] = {}  # slots whose send failed, with why
         self._sel: selectors.BaseSelector | None = None
         self._tmp: str | None = None
         self.started = False
@@ -118,10 +130,20 @@ class MameCluster:
     def start(self) -> None:
         """Find MAME and the ROMs, listen, launch N instances and complete N handshakes."""
         cfg = self.config
+        if cfg.remote:
+            self.server = Server(cfg.host, cfg.port, cfg.token, cfg.handshake_timeout)
+            log.warning("waiting for %d remote client(s) on %s:%d", self.n, cfg.host, self.server.port)
+            try:
+                conns = self.server.accept(set(range(self.n)), self.layout.size, self.layout.hash, cfg.remote_wait)
+            except BaseException:
+                self.close()
+                raise
+            self._attach_all(conns)
+            return
         mame = find_mame(cfg.mame)
         rompath = find_rompath(cfg.rompath)
         verify_roms(mame, rompath)
-        self.server = Server(cfg.host, cfg.port, cfg.token)
+        self.server = Server(cfg.host, cfg.port, cfg.token, cfg.handshake_timeout)
         if cfg.workdir:
             root = Path(cfg.workdir)
             root.mkdir(parents=True, exist_ok=True)
@@ -169,11 +191,27 @@ class MameCluster:
         except BaseException:
             self.close()
             raise
+        self._attach_all(conns)
+
+    def _attach_all(self, conns: dict[int, ClientConnection]) -> None:
         self._sel = selectors.DefaultSelector()
         for slot, c in conns.items():
-            self.clients[slot] = c
-            self._sel.register(c.sock, selectors.EVENT_READ, slot)
+            self._attach(slot, c)
         self.started = True
+
+    def _attach(self, slot: int, c: ClientConnection) -> None:
+        assert self._sel is not None
+        self.clients[slot] = c
+        self._sel.register(c.sock, selectors.EVENT_READ, slot)
+
+    def _detach(self, slot: int) -> None:
+        c = self.clients[slot]
+        if c is not None:
+            if self._sel is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self._sel.unregister(c.sock)
+            c.close()
+        self.clients[slot] = None
 
     def _process_report(self) -> str:
         return "\n".join(p.describe_exit() for p in self.procs if p.proc is not None or p.starts)
@@ -213,50 +251,127 @@ class MameCluster:
     ) -> None:
         """Answer every client's last state. ``fz`` in 0..3, ``spin`` the signed tick delta."""
         for i, c in enumerate(self.clients):
-            assert c is not None
             arg = int(args[i]) if args is not None else 0
-            c.send(protocol.encode_action(int(self.seq[i]), int(fz[i]), int(spin[i]), command, arg))
+            try:
+                if c is None:
+                    raise ClientDisconnectedError(f"slot {i} has no client")
+                c.send(protocol.encode_action(int(self.seq[i]), int(fz[i]), int(spin[i]), command, arg))
+            except ClientDisconnectedError as exc:
+                if not self.config.supervise:
+                    raise self._disconnected(i, f"could not be sent its action ({exc})") from exc
+                self._broken[i] = str(exc)  # receive_states replaces the client
 
     def receive_states(self, timeout: float | None = None) -> np.ndarray:
-        """One STATE from every client, as a structured array of length N (see state_dtype)."""
+        """One STATE from every client, as a structured array of length N (see state_dtype).
+
+        With ``supervise``, a client that disconnects, exits, sends garbage or stays silent past the
+        timeout is replaced (its MAME restarted, or a remote one awaited) and the new client's first
+        state stands in for it; ``self.restarted`` marks those slots.
+        """
         assert self._sel is not None, "cluster not started"
         timeout = self.config.step_timeout if timeout is None else timeout
+        self.restarted[:] = False
         bodies: list[bytes | None] = [None] * self.n
-        missing = self.n
+        for i, why in list(self._broken.items()):
+            del self._broken[i]
+            bodies[i] = self._fail(i, why)
         # bytes may already be buffered from an earlier read
         for i, c in enumerate(self.clients):
-            body = self._next_body(i, c)
-            if body is not None:
-                bodies[i] = body
-                missing -= 1
+            if bodies[i] is None:
+                bodies[i] = self._guarded(i, lambda i=i, c=c: self._next_body(i, c))
         deadline = time.monotonic() + timeout
-        while missing:
+        while missing := [i for i, b in enumerate(bodies) if b is None]:
             left = deadline - time.monotonic()
             if left <= 0:
-                slow = [i for i, b in enumerate(bodies) if b is None]
-                raise ClientTimeoutError(
-                    f"no state from slot(s) {slow} within {timeout:.0f} s\n"
-                    + "\n".join(self.procs[i].describe_exit() for i in slow if i < len(self.procs))
-                )
+                for i in missing:
+                    bodies[i] = self._fail(i, f"sent no state within {timeout:.0f} s", ClientTimeoutError)
+                break
             for key, _ in self._sel.select(timeout=min(left, 1.0)):
                 i = key.data
-                if bodies[i] is not None:
-                    continue
-                c = self.clients[i]
-                if not c.pump():
-                    raise self._disconnected(i, "closed the connection")
-                body = self._next_body(i, c)
-                if body is not None:
-                    bodies[i] = body
-                    missing -= 1
-            if missing:
-                self._check_running([i for i, b in enumerate(bodies) if b is None])
+                if bodies[i] is None:
+                    bodies[i] = self._guarded(i, lambda i=i: self._pump_body(i))
+            for i in missing:
+                if bodies[i] is None and i < len(self.procs) and self.procs[i].poll() is not None:
+                    bodies[i] = self._fail(i, "exited")
         arr = np.frombuffer(b"".join(bodies), dtype=self.dtype)  # type: ignore[arg-type]
-        if (arr["type"] != protocol.STATE).any():
-            bad = int(np.flatnonzero(arr["type"] != protocol.STATE)[0])
-            raise protocol.ProtocolError(f"slot {bad} sent message type 0x{arr['type'][bad]:02x} instead of STATE")
         self.seq[:] = arr["seq"]
+        for i in range(self.n):
+            self._ok_since[i] += 1
+            if self._ok_since[i] >= 100:  # a healthy stretch forgives earlier failures
+                self._fails_in_row[i] = 0
         return arr
+
+    def _pump_body(self, i: int) -> bytes | None:
+        c = self.clients[i]
+        assert c is not None
+        if not c.pump():
+            raise ClientDisconnectedError("closed the connection")
+        return self._next_body(i, c)
+
+    def _guarded(self, i: int, read) -> bytes | None:
+        """Run one client read; a failure of that client is recovered (or raised without supervision)."""
+        try:
+            return read()
+        except (ClientDisconnectedError, protocol.ProtocolError) as exc:
+            return self._fail(i, str(exc))
+
+    def _fail(self, i: int, why: str, kind: type[TempestGymError] = ClientDisconnectedError) -> bytes:
+        """Slot i's client failed: raise (no supervision, or too many failures in a row) or replace it."""
+        cfg = self.config
+        if not cfg.supervise:
+            if kind is ClientTimeoutError:
+                report = self.procs[i].describe_exit() if i < len(self.procs) else ""
+                raise ClientTimeoutError(f"no state from slot {i}: {why}\n{report}")
+            raise self._disconnected(i, why)
+        self._fails_in_row[i] += 1
+        if self._fails_in_row[i] > cfg.max_restarts:
+            raise self._disconnected(i, f"failed {self._fails_in_row[i]} times in a row (last: {why}); giving up")
+        report = ""
+        if i < len(self.procs):
+            self.procs[i].wait_exit(0.5)  # let an exiting client's exit code and last words land
+            report = self.procs[i].describe_exit()
+        log.warning("client slot %d %s; replacing it (failure %d in a row)\n%s", i, why, self._fails_in_row[i], report)
+        self._detach(i)
+        return self._replace(i)
+
+    def _replace(self, i: int) -> bytes:
+        """Restart slot i's MAME (or await a remote client), handshake, and read its first state."""
+        cfg = self.config
+        assert self.server is not None
+        local = i < len(self.procs)
+        if local:
+            proc = self.procs[i]
+            proc.kill()
+            time.sleep(min(cfg.restart_backoff * 2 ** (self._fails_in_row[i] - 1), 30.0))
+            proc.settings["seed"] = (int(proc.settings["seed"]) + 7919) & 0x7FFFFFFF  # a different game
+            proc.start()
+        wait = cfg.connect_timeout if local else cfg.remote_wait
+        deadline = time.monotonic() + wait
+        while self.clients[i] is None:
+            if time.monotonic() > deadline:
+                return self._fail(i, f"was not replaced: no client connected within {wait:.0f} s", ClientTimeoutError)
+            if local and self.procs[i].poll() is not None:
+                return self._fail(i, "restarted MAME exited before connecting")
+            for c in self.server.poll({i}, self.layout.size, self.layout.hash, 0.2):
+                self._attach(i, c)
+        c = self.clients[i]
+        assert c is not None
+        t_end = time.monotonic() + cfg.step_timeout
+        try:
+            while (body := self._next_body(i, c)) is None:
+                if time.monotonic() > t_end:
+                    raise ClientTimeoutError("sent no first state after restarting")
+                readable, _, _ = select.select([c.sock], [], [], 0.5)
+                if readable and not c.pump():
+                    raise ClientDisconnectedError("closed the connection right after restarting")
+        except (TempestGymError, protocol.ProtocolError) as exc:
+            self._detach(i)
+            return self._fail(i, str(exc))
+        self.restarts[i] += 1
+        self.restarted[i] = True
+        self._ok_since[i] = 0
+        log.warning("slot %d is back (run %016x, restart %d)", i, c.run_id, self.restarts[i])
+        return body
 
     def _next_body(self, i: int, c: ClientConnection | None) -> bytes | None:
         assert c is not None
@@ -264,17 +379,13 @@ class MameCluster:
         if body is None:
             return None
         if body[0] == protocol.BYE:
-            raise self._disconnected(i, "said goodbye: " + protocol.decode_bye(body))
-        if len(body) != self.dtype.itemsize:
+            raise ClientDisconnectedError("said goodbye: " + protocol.decode_bye(body))
+        if len(body) != self.dtype.itemsize or body[0] != protocol.STATE:
             raise protocol.ProtocolError(
-                f"slot {i} sent a {len(body)}-byte message where a {self.dtype.itemsize}-byte STATE was due"
+                f"sent a {len(body)}-byte message of type 0x{body[0]:02x} where a {self.dtype.itemsize}-byte "
+                "STATE was due"
             )
         return body
-
-    def _check_running(self, slots: list[int]) -> None:
-        for i in slots:
-            if i < len(self.procs) and self.procs[i].poll() is not None:
-                raise self._disconnected(i, "exited")
 
     def _disconnected(self, i: int, what: str) -> ClientDisconnectedError:
         report = ""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MAGIC = b"TMPG"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_MESSAGE = 64 * 1024  # bytes in one body; a state is ~1 KB, anything bigger is garbage
 
 # message types (client -> server)
@@ -43,7 +43,7 @@ _LEN = struct.Struct("<I")
 _HELLO = struct.Struct("<B4sHHIIIHH")
 STATE_HEADER = struct.Struct("<BBBBBBbBIIIff")
 _ACTION = struct.Struct("<BBBbII")
-_WELCOME = struct.Struct("<BH")
+_WELCOME = struct.Struct("<BHH")
 
 
 class ProtocolError(Exception):
@@ -239,8 +239,9 @@ def decode_action(body: bytes) -> tuple[int, int, int, int, int]:
     return command, fz, spin, seq, arg
 
 
-def encode_welcome() -> bytes:
-    return frame(_WELCOME.pack(WELCOME, PROTOCOL_VERSION))
+def encode_welcome(slot: int = 0) -> bytes:
+    """WELCOME carries the slot the server assigned (remote clients may ask for any)."""
+    return frame(_WELCOME.pack(WELCOME, PROTOCOL_VERSION, slot))
 
 
 def encode_reject(reason: str) -> bytes:

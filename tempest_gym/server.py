@@ -10,6 +10,7 @@ import contextlib
 import errno
 import hmac
 import logging
+import os
 import selectors
 import socket
 import time
@@ -22,21 +23,23 @@ from tempest_gym.protocol import FrameDecoder, Hello, ProtocolError
 log = logging.getLogger(__name__)
 
 RECV_CHUNK = 1 << 16
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class ClientConnection:
     """One accepted client: its socket, reassembly buffer and handshake facts."""
 
-    def __init__(self, sock: socket.socket, addr: tuple, hello: Hello, decoder: FrameDecoder) -> None:
+    def __init__(self, sock: socket.socket, addr: tuple, hello: Hello, decoder: FrameDecoder, slot: int) -> None:
         self.sock = sock
         self.addr = addr
         self.hello = hello
         self.decoder = decoder
+        self.slot = slot
         self.closed = False
 
     @property
-    def slot(self) -> int:
-        return self.hello.slot
+    def run_id(self) -> int:
+        return self.hello.run_id
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -78,16 +81,32 @@ class ClientConnection:
             self.sock.close()
 
 
-class Server:
-    """Listens on ``host:port`` (loopback by default; port 0 picks a free one)."""
+ANY_SLOT = 0xFFFF  # a remote client that lets the server pick its slot
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None) -> None:
-        self.token = token or ""
-        if host not in ("127.0.0.1", "localhost", "::1") and not self.token:
+
+class Server:
+    """Listens on ``host:port`` (loopback by default; port 0 picks a free one).
+
+    Connections are handshaken without blocking and without trusting anyone: a stranger, a
+    client of another version, a wrong token, garbage bytes or a connection that says nothing
+    within ``handshake_timeout`` is answered with REJECT where possible, logged and dropped, and
+    never disturbs the clients already connected.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        handshake_timeout: float = 10.0,
+    ) -> None:
+        self.token = token if token is not None else os.environ.get("TEMPEST_TOKEN", "")
+        if host not in LOOPBACK and not self.token:
             raise ValueError(
                 f"listening on {host} (not loopback) needs a shared token: pass token=... / --token "
                 "(or set TEMPEST_TOKEN) so strangers on the network cannot drive or read the game"
             )
+        self.handshake_timeout = handshake_timeout
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -104,6 +123,30 @@ class Server:
         self.sock.setblocking(False)
         self.host = host
         self.port = self.sock.getsockname()[1]
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self.sock, selectors.EVENT_READ)
+        self._pending: dict[socket.socket, tuple[tuple, FrameDecoder, float]] = {}
+        self.rejected: list[str] = []  # reasons, newest last (for tests and reports)
+
+    def poll(self, free_slots: set[int], layout_count: int, layout_hash: int, timeout: float) -> list[ClientConnection]:
+        """Wait up to ``timeout`` s; return newly handshaken clients, each for one of ``free_slots``."""
+        got: list[ClientConnection] = []
+        free = set(free_slots)
+        for key, _ in self._sel.select(timeout=max(timeout, 0.0)):
+            if key.fileobj is self.sock:
+                self._accept_new()
+                continue
+            conn = key.fileobj
+            client = self._progress(conn, free, layout_count, layout_hash)  # type: ignore[arg-type]
+            if client is not None:
+                free.discard(client.slot)
+                got.append(client)
+        now = time.monotonic()
+        for conn, (addr, _, t_end) in list(self._pending.items()):
+            if now > t_end:
+                self._drop(conn, f"client {addr} connected but sent no complete handshake within "
+                                 f"{self.handshake_timeout:.0f} s")  # fmt: skip
+        return got
 
     def accept(
         self,
@@ -113,92 +156,107 @@ class Server:
         timeout: float,
         check_alive: Callable[[], None] | None = None,
     ) -> dict[int, ClientConnection]:
-        """Accept one handshaken client per expected slot.
+        """Block until one handshaken client per expected slot (bad connections are dropped, not raised).
 
-        Refused handshakes are answered with REJECT and raised (they mean a broken install).
         ``check_alive`` is called while waiting so a MAME that died at start is reported at once.
         """
         got: dict[int, ClientConnection] = {}
-        pending: dict[socket.socket, tuple[tuple, FrameDecoder, float]] = {}
-        sel = selectors.DefaultSelector()
-        sel.register(self.sock, selectors.EVENT_READ)
         deadline = time.monotonic() + timeout
         try:
             while len(got) < len(expected_slots):
-                now = time.monotonic()
-                if now > deadline:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     missing = sorted(expected_slots - set(got))
+                    why = f"; refused: {self.rejected[-1]}" if self.rejected else ""
                     raise ClientTimeoutError(
-                        f"MAME client(s) for slot(s) {missing} did not connect within {timeout:.0f} s"
+                        f"MAME client(s) for slot(s) {missing} did not connect within {timeout:.0f} s{why}"
                     )
                 if check_alive:
                     check_alive()
-                for key, _ in sel.select(timeout=min(0.2, deadline - now)):
-                    if key.fileobj is self.sock:
-                        try:
-                            conn, addr = self.sock.accept()
-                        except BlockingIOError:
-                            continue
-                        conn.setblocking(False)
-                        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                        pending[conn] = (addr, FrameDecoder(), time.monotonic() + min(timeout, 30.0))
-                        sel.register(conn, selectors.EVENT_READ)
-                        continue
-                    conn = key.fileobj  # type: ignore[assignment]
-                    addr, dec, _ = pending[conn]
-                    client = self._handshake(conn, addr, dec, layout_count, layout_hash, expected_slots, got)
-                    if client is not None:
-                        sel.unregister(conn)
-                        del pending[conn]
-                        got[client.slot] = client
-                for conn, (addr, _, t_end) in list(pending.items()):
-                    if time.monotonic() > t_end:
-                        log.warning("client %s connected but sent no handshake in time; dropped", addr)
-                        sel.unregister(conn)
-                        conn.close()
-                        del pending[conn]
+                for c in self.poll(expected_slots - set(got), layout_count, layout_hash, min(0.2, left)):
+                    got[c.slot] = c
         except BaseException:
             for c in got.values():
                 c.close()
             raise
-        finally:
-            for conn in pending:
-                conn.close()
-            sel.close()
         return got
 
-    def _handshake(self, conn, addr, dec, layout_count, layout_hash, expected_slots, got):
+    def _accept_new(self) -> None:
+        while True:
+            try:
+                conn, addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("accept failed: %s", exc)
+                return
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._pending[conn] = (addr, FrameDecoder(), time.monotonic() + self.handshake_timeout)
+            self._sel.register(conn, selectors.EVENT_READ)
+
+    def _drop(self, conn: socket.socket, reason: str, reject: bool = False) -> None:
+        log.warning("refused a connection: %s", reason)
+        self.rejected.append(reason)
+        del self.rejected[:-20]
+        if reject:
+            with contextlib.suppress(OSError):
+                conn.setblocking(True)
+                conn.settimeout(1.0)
+                conn.sendall(protocol.encode_reject(reason))
+        self._forget(conn)
+        with contextlib.suppress(OSError):
+            conn.close()
+
+    def _forget(self, conn: socket.socket) -> None:
+        self._pending.pop(conn, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self._sel.unregister(conn)
+
+    def _progress(self, conn: socket.socket, free: set[int], layout_count: int, layout_hash: int):
+        addr, dec, _ = self._pending[conn]
         try:
             data = conn.recv(RECV_CHUNK)
         except BlockingIOError:
             return None
-        if not data:
-            raise ClientDisconnectedError(f"client {addr} closed the connection during the handshake")
-        dec.feed(data)
-        body = dec.next_body()
-        if body is None:
+        except OSError as exc:
+            self._drop(conn, f"client {addr}: {exc}")
             return None
+        if not data:
+            self._drop(conn, f"client {addr} closed the connection during the handshake")
+            return None
+        dec.feed(data)
         try:
+            body = dec.next_body()
+            if body is None:
+                return None
             hello = protocol.decode_hello(body)
             protocol.check_hello(hello, layout_count, layout_hash)
             if self.token and not hmac.compare_digest(hello.token.encode(), self.token.encode()):
                 raise protocol.HandshakeError(f"client {addr} sent a wrong or missing token")
-            if hello.slot not in expected_slots or hello.slot in got:
-                raise protocol.HandshakeError(
-                    f"client {addr} claims slot {hello.slot}, expected one of {sorted(expected_slots - set(got))}"
-                )
+            slot = hello.slot
+            if slot == ANY_SLOT and free:
+                slot = min(free)
+            if slot not in free:
+                raise protocol.HandshakeError(f"client {addr} claims slot {hello.slot}, free slots are {sorted(free)}")
         except ProtocolError as exc:
-            try:
-                conn.setblocking(True)
-                conn.sendall(protocol.encode_reject(str(exc)))
-            except OSError:
-                pass
-            conn.close()
-            raise
-        conn.sendall(protocol.encode_welcome())
-        log.debug("client slot %d connected from %s: %s", hello.slot, addr, hello.client)
-        return ClientConnection(conn, addr, hello, dec)
+            self._drop(conn, str(exc), reject=True)
+            return None
+        self._forget(conn)
+        try:
+            conn.sendall(protocol.encode_welcome(slot))
+        except OSError as exc:
+            self._drop(conn, f"client {addr}: {exc}")
+            return None
+        log.info("client slot %d connected from %s: %s (run %016x)", slot, addr, hello.client, hello.run_id)
+        return ClientConnection(conn, addr, hello, dec, slot)
 
     def close(self) -> None:
+        for conn in list(self._pending):
+            self._forget(conn)
+            with contextlib.suppress(OSError):
+                conn.close()
+        with contextlib.suppress(Exception):
+            self._sel.close()
         with contextlib.suppress(OSError):
             self.sock.close()

@@ -93,6 +93,9 @@ class TempestVecEnv(VecEnv):
         workdir: str | None = None,
         keep_workdir: bool = False,
         layout: StateLayout | None = None,
+        supervise: bool = True,
+        max_restarts: int = 5,
+        remote: bool = False,
         trace_ram: bool = False,
         client_settings: dict[str, object] | None = None,
         mame_args: tuple[str, ...] = (),
@@ -120,6 +123,9 @@ class TempestVecEnv(VecEnv):
             headless=headless,
             workdir=workdir,
             keep_workdir=keep_workdir,
+            supervise=supervise,
+            max_restarts=max_restarts,
+            remote=remote,
             trace_ram=trace_ram,
             client_settings=dict(client_settings or {}),
             mame_args=tuple(mame_args),
@@ -143,6 +149,7 @@ class TempestVecEnv(VecEnv):
         self._zero = np.zeros(num_envs, dtype=np.int64)
         self.total_steps = 0
         self.last_states: np.ndarray | None = None
+        self._prev_obs: np.ndarray | None = None
 
     # ------------------------------------------------------------------ VecEnv API
     def reset(self) -> VecEnvObs:
@@ -164,6 +171,7 @@ class TempestVecEnv(VecEnv):
         obs = np.array(arr["obs"], dtype=np.float32)
         self.last_states = arr
         self.reset_infos = self._infos(arr, obs, np.zeros(self.num_envs, bool))
+        self._prev_obs = obs
         return obs
 
     def step_async(self, actions: np.ndarray) -> None:
@@ -185,6 +193,8 @@ class TempestVecEnv(VecEnv):
         )
         flags = arr["flags"]
         terminated = (flags & protocol.F_DEATH) != 0
+        restarted = self.cluster.restarted.copy()
+        terminated &= ~restarted
         self._ep_return += rewards
         self._ep_len += 1
         # points scored in play: the objective reward without the death penalty (bonuses are already
@@ -194,13 +204,19 @@ class TempestVecEnv(VecEnv):
         truncated = np.zeros(self.num_envs, dtype=bool)
         if self.max_episode_steps:
             truncated = (self._ep_len >= self.max_episode_steps) & ~terminated
+        # a replaced client (crashed or hung MAME) cuts its episode short: a truncation whose terminal
+        # observation is the last one the old client sent; the new client starts a new episode
+        truncated |= restarted
         dones = terminated | truncated
         infos = self._infos(arr, obs, dones)
+        for i in np.flatnonzero(restarted):
+            infos[i]["client_restarted"] = True
+            infos[i]["agent_in_control"] = False
         if dones.any():
             now = time.monotonic()
             for i in np.flatnonzero(dones):
                 info = infos[i]
-                info["terminal_observation"] = obs[i].copy()
+                info["terminal_observation"] = (self._prev_obs[i] if restarted[i] else obs[i]).copy()
                 info["TimeLimit.truncated"] = bool(truncated[i])
                 info["episode"] = info["tempest_episode"] = {
                     "r": float(self._ep_return[i]),
@@ -215,6 +231,7 @@ class TempestVecEnv(VecEnv):
                 self._ep_len[i] = 0
                 self._ep_start[i] = now
                 self._ep_points[i] = 0
+        self._prev_obs = obs
         return obs, rewards, dones, infos
 
     def _infos(self, arr: np.ndarray, obs: np.ndarray, dones: np.ndarray) -> list[dict[str, Any]]:
@@ -238,6 +255,7 @@ class TempestVecEnv(VecEnv):
                 "game_over": bool(f & protocol.F_GAME_OVER),
                 "new_game": bool(f & protocol.F_NEW_GAME),
                 "level_up": bool(f & protocol.F_LEVEL_UP),
+                "run_id": self.cluster.clients[i].run_id if self.cluster.clients[i] is not None else 0,
             }
             if expert is not None:
                 info["expert_action"] = expert[i]

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tempest_gym import protocol
 from tempest_gym.errors import (
     ClientDisconnectedError,
     ClientTimeoutError,
@@ -117,7 +116,8 @@ def test_layout_mismatch_is_refused_naming_both_sides(rompath, tmp_path):
     src = (lua_dir() / "state_layout.tsv").read_text()
     (tmp_path / "old_layout.tsv").write_text(src.replace("player_alive\t1\t0\t1\t1", "player_alive\t1\t0\t2\t2"))
     env = TempestVecEnv(rompath=rompath, expert=False, client_settings={"layout": str(tmp_path / "old_layout.tsv")})
-    with pytest.raises(protocol.HandshakeError, match="state layout mismatch") as exc:
+    # the server refuses (REJECT with the reason); the client prints it and exits, which is reported
+    with pytest.raises(ClientDisconnectedError, match="(?s)exit code 3.*state layout mismatch") as exc:
         env.reset()
     assert f"{env.layout.hash:08x}" in str(exc.value)
     env.close()
@@ -129,8 +129,8 @@ def test_lua_configuration_error_is_reported(rompath):
         env.reset()
 
 
-def test_client_killed_mid_run_is_reported(rompath):
-    env = TempestVecEnv(rompath=rompath, expert=False)
+def test_client_killed_mid_run_is_reported_without_supervision(rompath):
+    env = TempestVecEnv(rompath=rompath, expert=False, supervise=False)
     try:
         env.reset()
         for _ in range(50):

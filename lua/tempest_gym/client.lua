@@ -17,6 +17,7 @@ local transport = require("tempest_gym.transport")
 local client = {}
 
 local EXIT_QUIT, EXIT_CONFIG, EXIT_ERROR, EXIT_LOST = 0, 3, 4, 5
+local ANY_SLOT = 0xFFFF
 local BOOT_STATE = "tempest_gym_boot"
 local MAX_SPIN = 31 -- the game clamps the per-tick delta to +-31
 
@@ -87,33 +88,81 @@ function client.start(lua_dir)
 	local rw = rewards.new(cfg)
 	local pack_state = protocol.state_packer(L.count)
 
-	-- connect and handshake before the first emulated frame
-	local backend
-	conn, backend = transport.connect(cfg)
+	-- connect and handshake; every (re)connection is a new run with a fresh random run id, so
+	-- the server never stitches the old and the new stream together
+	math.randomseed((emu.osd_ticks() ~ os.time() ~ ((cfg.slot & 0xFFFF) << 20)) & 0x7FFFFFFFFFFF)
+	local slot = (cfg.slot < 0) and ANY_SLOT or cfg.slot
+	local function handshake()
+		local c, backend = transport.connect(cfg)
+		if not c then
+			return nil, backend
+		end
+		local run_hi, run_lo = math.random(0, 0xFFFFFFFF), math.random(0, 0xFFFFFFFF)
+		local flags = ((backend == "luasocket") and 1 or 0) | ((cfg.pipeline ~= 0) and 2 or 0)
+		local desc = string.format("%s; mame %s; %s", _VERSION, emu.app_version(), backend)
+		local sent, err = c:send(protocol.hello(L.count, L.hash, run_hi, run_lo, slot, flags, desc, cfg.token))
+		if not sent then
+			c:close()
+			return nil, "handshake send failed: " .. tostring(err)
+		end
+		local body
+		body, err = protocol.receive(c, cfg.connect_timeout)
+		if not body then
+			c:close()
+			return nil, "no handshake answer from the server: " .. tostring(err)
+		end
+		local kind, detail, assigned = protocol.parse(body)
+		if kind == protocol.REJECT then
+			c:close()
+			fatal(EXIT_CONFIG, "server refused the connection: " .. tostring(detail))
+		elseif kind ~= protocol.WELCOME then
+			c:close()
+			fatal(EXIT_CONFIG, "expected WELCOME, got message type " .. tostring(kind))
+		end
+		if cfg.verbose ~= 0 then
+			log(string.format("connected (%s), layout %d features hash %08x, slot %d", backend, L.count, L.hash,
+				assigned))
+		end
+		return c
+	end
+
+	local err
+	conn, err = handshake()
 	if not conn then
-		fatal(EXIT_LOST, backend)
+		fatal(EXIT_LOST, err)
 	end
-	math.randomseed((emu.osd_ticks() ~ os.time() ~ (cfg.slot << 20)) & 0x7FFFFFFFFFFF)
-	local run_hi, run_lo = math.random(0, 0xFFFFFFFF), math.random(0, 0xFFFFFFFF)
-	local flags = ((backend == "luasocket") and 1 or 0) | ((cfg.pipeline ~= 0) and 2 or 0)
-	local desc = string.format("%s; mame %s; %s; slot %d", _VERSION, emu.app_version(), backend, cfg.slot)
-	local sent, err = conn:send(protocol.hello(L.count, L.hash, run_hi, run_lo, cfg.slot, flags, desc, cfg.token))
-	if not sent then
-		fatal(EXIT_LOST, "handshake send failed: " .. tostring(err))
+
+	-- the server went away: with reconnect=1 keep MAME alive and retry with backoff (sleeping, not
+	-- spinning, and with emulation paused), then carry on with the same game on a new run
+	local function sleep(seconds)
+		if transport.sleep then
+			transport.sleep(seconds)
+		else
+			os.execute(string.format("sleep %.2f", seconds))
+		end
 	end
-	local body
-	body, err = protocol.receive(conn, cfg.connect_timeout)
-	if not body then
-		fatal(EXIT_LOST, "no handshake answer from the server: " .. tostring(err))
-	end
-	local kind, detail = protocol.parse(body)
-	if kind == protocol.REJECT then
-		fatal(EXIT_CONFIG, "server refused the connection: " .. tostring(detail))
-	elseif kind ~= protocol.WELCOME then
-		fatal(EXIT_CONFIG, "expected WELCOME, got message type " .. tostring(kind))
-	end
-	if cfg.verbose ~= 0 then
-		log(string.format("connected (%s), layout %d features hash %08x, slot %d", backend, L.count, L.hash, cfg.slot))
+	local function reconnect(reason)
+		if cfg.reconnect == 0 then
+			fatal(EXIT_LOST, reason)
+		end
+		log(reason .. "; reconnecting")
+		conn:close()
+		conn = nil
+		local give_up = (cfg.reconnect_max > 0) and (transport.now() + cfg.reconnect_max) or math.huge
+		local wait = 0.25
+		while true do
+			local c, e = handshake()
+			if c then
+				conn = c
+				log("reconnected")
+				return
+			end
+			if transport.now() + wait > give_up then
+				fatal(EXIT_LOST, "gave up reconnecting after " .. cfg.reconnect_max .. " s: " .. tostring(e))
+			end
+			sleep(wait)
+			wait = math.min(wait * 2, 10)
+		end
 	end
 
 	flow.setup()
@@ -162,7 +211,11 @@ function client.start(lua_dir)
 	local function receive_action()
 		local b, e = protocol.receive(conn, cfg.reply_timeout)
 		if not b then
-			fatal(EXIT_LOST, "lost the server while waiting for an action: " .. tostring(e))
+			reconnect("lost the server while waiting for an action: " .. tostring(e))
+			awaiting, applied = false, false
+			flow.release()
+			agent_owns_inputs = false
+			return false
 		end
 		local k, command, fz, spin, rseq, arg = protocol.parse(b)
 		if k ~= protocol.ACTION then
@@ -259,7 +312,10 @@ function client.start(lua_dir)
 		local ok_send, e = conn:send(pack_state(f, info.gs, info.level, info.lives & 0xFF, exec_fz, exec_spin,
 			seq, frame & 0xFFFFFFFF, info.score, r_obj, r_subj, vals))
 		if not ok_send then
-			fatal(EXIT_LOST, "lost the server while sending a state: " .. tostring(e))
+			reconnect("lost the server while sending a state: " .. tostring(e))
+			flow.release()
+			agent_owns_inputs = false
+			return -- no state went out: nothing to wait for; the next tick sends one
 		end
 		exec_fz, exec_spin, applied = 0, 0, false
 		awaiting, awaiting_control = true, info.control

@@ -7,7 +7,7 @@ local config = {}
 local DEFAULTS = {
 	host = "127.0.0.1",
 	port = 0, -- required
-	slot = 0, -- which env index this instance is (reported in the handshake)
+	slot = 0, -- which env index this instance is (reported in the handshake); -1: any free slot
 	seed = 0, -- varies the frames idled before each game start, so instances diverge
 	start_level = 1, -- must be one of the game's selectable start levels
 	lives = 3, -- 2, 3, 4 or 5 (dip switch)
@@ -19,6 +19,8 @@ local DEFAULTS = {
 	death_penalty = 1000, -- points subtracted from the objective reward on a death
 	bonus_threshold = 6000, -- score jumps this large are level/start bonuses, not play
 	token = "",
+	reconnect = 0, -- 1: when the server goes away, keep MAME alive and reconnect with backoff
+	reconnect_max = 0, -- give up (exit 5) after this many seconds of failed reconnects; 0 = never
 	layout = "", -- path of state_layout.tsv (default: beside the script)
 	trace = "", -- if set, append seq (u32) + RAM $0000-$03FF for every sent state (tests)
 	record = "", -- "mng" or "avi": record each episode (life) to episode_NNNN.<fmt> in the snapshot dir
@@ -27,7 +29,7 @@ local DEFAULTS = {
 
 local NUMERIC = {
 	port = true, slot = true, seed = true, pipeline_slack = true, start_level = true, lives = true, pipeline = true,
-	connect_timeout = true, reply_timeout = true, death_penalty = true, bonus_threshold = true,
+	connect_timeout = true, reply_timeout = true, reconnect = true, reconnect_max = true, death_penalty = true, bonus_threshold = true,
 	verbose = true,
 }
 

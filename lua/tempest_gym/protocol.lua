@@ -5,7 +5,7 @@
 local protocol = {}
 
 protocol.MAGIC = "TMPG"
-protocol.VERSION = 1
+protocol.VERSION = 2
 protocol.MAX_MESSAGE = 64 * 1024
 
 protocol.HELLO, protocol.STATE, protocol.BYE = 0x01, 0x02, 0x03
@@ -47,7 +47,7 @@ function protocol.state_packer(n)
 end
 
 -- Parse a server body. Returns kind, fields...
---   WELCOME -> kind, version
+--   WELCOME -> kind, version, slot
 --   REJECT  -> kind, reason
 --   ACTION  -> kind, command, fz, spin, seq, arg
 function protocol.parse(body)
@@ -59,8 +59,8 @@ function protocol.parse(body)
 		local _, command, fz, spin, seq, arg = unpack("<BBBbI4I4", body)
 		return kind, command, fz, spin, seq, arg
 	elseif kind == protocol.WELCOME then
-		local _, version = unpack("<BH", body)
-		return kind, version
+		local _, version, slot = unpack("<BHH", body)
+		return kind, version, slot
 	elseif kind == protocol.REJECT then
 		local _, reason = unpack("<Bs2", body)
 		return kind, reason

@@ -182,5 +182,10 @@ function transport.connect(cfg)
 end
 
 transport.now = now
+-- a real sleep when LuaSocket is there (the caller falls back to os.execute("sleep"))
+do
+	local socket = try_luasocket()
+	transport.sleep = socket and socket.sleep or nil
+end
 
 return transport

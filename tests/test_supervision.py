@@ -1,0 +1,86 @@
+"""Supervised emulators on the real game: crashed or hung MAME is replaced and training goes on."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from tempest_gym.errors import ClientDisconnectedError
+from tempest_gym.server import Server
+from tempest_gym.vec_env import TempestVecEnv
+
+
+def step_n(env, n, action=(1.0, 0.2)):
+    out = []
+    for _ in range(n):
+        out.append(env.step(np.tile(np.array(action, np.float32), (env.num_envs, 1))))
+    return out
+
+
+def test_killed_mame_is_restarted_and_stepping_continues(rompath):
+    env = TempestVecEnv(num_envs=2, rompath=rompath, expert=False, seed=2)
+    try:
+        env.reset()
+        steps = step_n(env, 300)
+        before = steps[-1][0]
+        old_pid, old_run = env.cluster.procs[1].pid, env.cluster.clients[1].run_id
+        os.kill(old_pid, signal.SIGKILL)
+        obs, _, dones, infos = step_n(env, 1)[0]
+        # the episode in flight on slot 1 is cut (truncated, its last good observation kept); slot 0 is untouched
+        assert dones[1] and infos[1]["TimeLimit.truncated"] and infos[1]["client_restarted"]
+        assert not infos[1]["agent_in_control"], "the action that was in flight never ran: no transition"
+        np.testing.assert_array_equal(infos[1]["terminal_observation"], before[1])
+        assert "client_restarted" not in infos[0]
+        assert infos[1]["run_id"] != old_run and env.cluster.procs[1].pid != old_pid
+        assert env.cluster.restarts.tolist() == [0, 1]
+        later = step_n(env, 600)
+        assert any(s[3][1]["control"] for s in later), "the new client plays again"
+        assert env.observation_space.contains(later[-1][0][1])
+    finally:
+        env.close()
+
+
+def test_a_slot_that_keeps_failing_gives_up_with_the_last_output(rompath, tmp_path):
+    """A client whose MAME always dies at once is restarted max_restarts times, then the error names it."""
+    env = TempestVecEnv(num_envs=1, rompath=rompath, expert=False, max_restarts=2)
+    try:
+        env.reset()
+        step_n(env, 10)
+        env.cluster.config.restart_backoff = 0.1
+        # from now on the Lua client refuses its settings at start (exit 3) every time it is restarted
+        for p in env.cluster.procs:
+            p.settings["transport"] = "carrier-pigeon"
+        os.kill(env.cluster.procs[0].pid, signal.SIGKILL)
+        with pytest.raises(ClientDisconnectedError, match=r"(?s)failed 3 times in a row.*unknown transport"):
+            step_n(env, 5)
+    finally:
+        env.close()
+
+
+def test_client_reconnects_when_the_server_comes_back(rompath):
+    """The server goes away under a running MAME (reconnect=1): MAME stays alive, waits, and comes back
+    to a new server on the same port with a fresh handshake (a new run id)."""
+    env = TempestVecEnv(num_envs=1, rompath=rompath, expert=False, supervise=False, client_settings={"reconnect": 1})
+    try:
+        env.reset()
+        step_n(env, 100)
+        cluster = env.cluster
+        proc, port, old_run = cluster.procs[0], cluster.server.port, cluster.clients[0].run_id
+        cluster.server.close()  # the "trainer" dies: listening socket and connection gone
+        cluster._detach(0)
+        time.sleep(2.0)
+        assert proc.poll() is None, "MAME keeps running while the server is away"
+        server = Server(port=port)
+        cluster.server = server
+        got = server.accept({0}, env.layout.size, env.layout.hash, timeout=30)
+        cluster._attach(0, got[0])
+        assert got[0].run_id != old_run
+        arr = cluster.receive_states()
+        assert arr["type"][0] == 2 and proc.poll() is None
+        step_n(env, 100)
+    finally:
+        env.close()
