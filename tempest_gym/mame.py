@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -135,6 +136,7 @@ class MameProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "mame.log"
         self.starts = 0
+        self.started_at = 0.0
 
     def command(self) -> list[str]:
         d = self.workdir
@@ -176,6 +178,7 @@ class MameProcess:
         with open(self.log_path, "ab") as log:
             self.proc = self._popen(cfg_path, log)
         self.starts += 1
+        self.started_at = time.monotonic()
 
     def _popen(self, cfg_path: Path, log) -> subprocess.Popen[bytes]:
         try:

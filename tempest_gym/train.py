@@ -74,6 +74,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rompath", default=None, help="directory holding tempest1 (default $TEMPEST_ROMS)")
     p.add_argument("--mame", default=None, help="MAME binary")
     p.add_argument("--start-level", type=int, default=None)
+    p.add_argument(
+        "--remote",
+        action="store_true",
+        help="no local MAME: wait for --num-envs clients started with python -m tempest_gym.client",
+    )
+    p.add_argument(
+        "--listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="where the server listens (default 127.0.0.1, a free port; remote hosts need e.g. 0.0.0.0:9000)",
+    )
+    p.add_argument("--token", default=None, help="shared secret for clients (default $TEMPEST_TOKEN; off loopback)")
     p.add_argument("--device", default="auto")
     p.add_argument("-v", "--verbose", type=int, default=1)
     p.add_argument("--save-replay-buffer", action="store_true", help="also save the replay buffer at the end")
@@ -99,6 +111,14 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], i
                        ("start_level", args.start_level)):  # fmt: skip
         if value is not None:
             env_kwargs[key] = value
+    if args.listen:
+        from tempest_gym.client import parse_server
+
+        env_kwargs["host"], env_kwargs["port"] = parse_server(args.listen)
+    if args.remote:
+        env_kwargs["remote"] = True
+    if args.token is not None:
+        env_kwargs["token"] = args.token
     policy = hp.pop("policy", "HybridQPolicy")
     return preprocess(hp), env_kwargs, n_timesteps, policy, saved
 

@@ -84,3 +84,39 @@ def test_client_reconnects_when_the_server_comes_back(rompath):
         step_n(env, 100)
     finally:
         env.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_remote_clients_are_supervised_and_rejoin(rompath):
+    """python -m tempest_gym.client runs the MAMEs; the trainer listens (remote=True). A killed remote MAME
+    is restarted by its supervisor and takes its slot back."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "tempest_gym.client", "--server", f"127.0.0.1:{port}", "--num", "2",
+           "--rompath", rompath, "-v"]  # fmt: skip
+    sup = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = TempestVecEnv(num_envs=2, rompath=rompath, expert=False, remote=True, port=port)
+    try:
+        env.reset()
+        step_n(env, 200)
+        children = subprocess.run(["pgrep", "-P", str(sup.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) == 2
+        os.kill(int(children[0]), signal.SIGKILL)
+        later = step_n(env, 300)
+        assert any(i.get("client_restarted") for s in later for i in s[3]) and env.cluster.restarts.sum() == 1
+        obs = later[-1][0]
+        assert env.observation_space.contains(obs[0]) and env.observation_space.contains(obs[1])
+    finally:
+        env.close()
+        sup.send_signal(signal.SIGINT)
+        out, _ = sup.communicate(timeout=30)
+    assert "stopped (1 restart(s))" in out, out

@@ -1,0 +1,131 @@
+"""Run MAME clients on another host: ``python -m tempest_gym.client --server HOST:PORT --num N --rompath DIR``.
+
+Starts N headless MAME instances that connect to a trainer started with ``--remote`` (see README,
+"Several hosts"), and supervises them: a crashed MAME is restarted with backoff; when the trainer goes
+away the Lua clients keep MAME alive and reconnect by themselves (each reconnection is a new run, so
+the trainer never stitches two streams together). The server assigns slots. Off loopback the trainer
+requires a shared token: ``--token`` or ``$TEMPEST_TOKEN``. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tempest_gym.errors import TempestGymError
+from tempest_gym.mame import MameProcess, find_mame, find_rompath, verify_roms
+
+log = logging.getLogger("tempest_gym.client")
+
+
+def parse_server(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"--server expects HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+class ClientSupervisor:
+    """N local MAME processes for a remote trainer, restarted with exponential backoff when they die."""
+
+    def __init__(self, host: str, port: int, num: int, rompath: str, mame: str, token: str, seed: int = 0,
+                 start_level: int = 1, lives: int = 3, workdir: str | None = None, max_backoff: float = 60.0,
+                 ) -> None:  # fmt: skip
+        self.root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="tempest-client-"))
+        self._own_root = workdir is None
+        self.max_backoff = max_backoff
+        self.procs: list[MameProcess] = []
+        self.next_start = [0.0] * num
+        self.failures = [0] * num
+        self.restarts = 0
+        for i in range(num):
+            settings = {"host": host, "port": port, "slot": -1, "seed": (seed + i) & 0x7FFFFFFF,
+                        "start_level": start_level, "lives": lives, "reconnect": 1, "token": token,
+                        "connect_timeout": 3600, "reply_timeout": 3600}  # fmt: skip
+            wd = self.root / f"client{i}"
+            wd.mkdir(parents=True, exist_ok=True)
+            self.procs.append(MameProcess(i, wd, mame, rompath, settings))
+
+    def start(self) -> None:
+        for p in self.procs:
+            p.start()
+        log.info("started %d MAME client(s)", len(self.procs))
+
+    def check(self) -> None:
+        """Restart exited processes (with backoff); call regularly."""
+        now = time.monotonic()
+        for i, p in enumerate(self.procs):
+            rc = p.poll() if p.proc is not None else None
+            if p.proc is not None and rc is None:
+                if now - p.started_at > 60:
+                    self.failures[i] = 0  # a minute of life forgives earlier crashes
+                continue
+            if p.proc is not None:
+                self.failures[i] += 1
+                delay = min(2 ** (self.failures[i] - 1), self.max_backoff)
+                self.next_start[i] = now + delay
+                log.warning("MAME client %d exited (%s); restarting in %.0f s", i, p.describe_exit(), delay)
+                p.proc = None
+            if now >= self.next_start[i]:
+                p.start()
+                self.restarts += 1
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.kill()
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tempest_gym.client", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--server", required=True, help="the trainer's HOST:PORT")
+    p.add_argument("--num", type=int, default=1, help="MAME instances to run here")
+    p.add_argument("--rompath", default=None, help="directory holding tempest1 (default $TEMPEST_ROMS)")
+    p.add_argument("--mame", default=None)
+    p.add_argument("--token", default=None, help="shared secret (default $TEMPEST_TOKEN)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--start-level", type=int, default=1)
+    p.add_argument("--lives", type=int, default=3)
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(message)s")
+    try:
+        host, port = parse_server(args.server)
+        mame, rompath = find_mame(args.mame), find_rompath(args.rompath)
+        verify_roms(mame, rompath)
+    except (ValueError, TempestGymError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    token = args.token if args.token is not None else os.environ.get("TEMPEST_TOKEN", "")
+    sup = ClientSupervisor(host, port, args.num, rompath, mame, token, args.seed, args.start_level, args.lives)
+    stop = False
+
+    def on_signal(*_):
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    sup.start()
+    print(f"{args.num} MAME client(s) playing for {host}:{port}; Ctrl-C stops them", flush=True)
+    try:
+        while not stop:
+            sup.check()
+            time.sleep(0.5)
+    finally:
+        sup.stop()
+    print(f"stopped ({sup.restarts} restart(s))", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
