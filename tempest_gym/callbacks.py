@@ -144,6 +144,14 @@ class EvalGamesCallback(BaseCallback):
         self.last: Evaluation | None = None
         self._next = eval_freq
 
+    def _on_training_start(self) -> None:
+        self._next = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq if self.eval_freq > 0 else 0
+        path = self.log_path / "evaluations.json" if self.log_path else None
+        if path is not None and path.is_file() and not self.history:  # a resumed run continues its history
+            self.history = json.loads(path.read_text())
+            if self.history:
+                self.best_mean = max(e["summary"]["score"]["mean"] for e in self.history)
+
     def _on_step(self) -> bool:
         if self.eval_freq > 0 and self.num_timesteps >= self._next:
             self._next += self.eval_freq
@@ -171,7 +179,9 @@ class EvalGamesCallback(BaseCallback):
         if s["score"]["mean"] > self.best_mean:
             self.best_mean = s["score"]["mean"]
             if self.best_path:
-                self.model.save(str(self.best_path / "best_model.zip"))
+                from tempest_gym.checkpoints import save_model
+
+                save_model(self.model, self.best_path / "best_model.zip")
             if self.verbose:
                 print(f"eval at {self.num_timesteps:,} steps: new best mean game score {self.best_mean:,.0f}")
         elif self.verbose:

@@ -31,13 +31,17 @@ def load_evaluations(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def load_monitor(run: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(cumulative ticks at each episode end, game score at that end) from monitor.csv."""
-    path = run / "monitor.csv"
-    if not path.is_file():
-        return np.array([]), np.array([])
-    with open(path) as f:
-        f.readline()  # the JSON header line
-        rows = list(csv.DictReader(f))
+    """(cumulative ticks at each episode end, game score at that end) from monitor.csv (+ resumed parts)."""
+    paths = [
+        run / "monitor.csv",
+        *sorted(run.glob("resumed_*.monitor.csv"), key=lambda p: int(p.name[8:].split(".")[0])),
+    ]
+    rows = []
+    for path in paths:
+        if path.is_file():
+            with open(path) as f:
+                f.readline()  # the JSON header line
+                rows += list(csv.DictReader(f))
     if not rows or "score" not in rows[0]:
         return np.array([]), np.array([])
     length = np.array([float(r["l"]) for r in rows])

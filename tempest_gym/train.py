@@ -88,15 +88,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--token", default=None, help="shared secret for clients (default $TEMPEST_TOKEN; off loopback)")
     p.add_argument("--device", default="auto")
     p.add_argument("-v", "--verbose", type=int, default=1)
-    p.add_argument("--save-replay-buffer", action="store_true", help="also save the replay buffer at the end")
+    p.add_argument(
+        "--save-replay-buffer",
+        action="store_true",
+        help="also save the replay buffer with each checkpoint and at the end (~275 B per transition)",
+    )
+    p.add_argument("--keep-checkpoints", type=int, default=3, help="newest checkpoints to keep")
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue a run from its newest checkpoint (weights, optimizer, counters, schedules, and "
+        "the replay buffer if it was saved), in the same folder and towards the same n_timesteps",
+    )
     return p.parse_args(argv)
 
 
 def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], int, str, dict[str, Any]]:
     """Hyperparameters -> (algo kwargs, env kwargs, n_timesteps, policy, saved config)."""
     cls = algo_class(args.algo)
-    conf = Path(args.conf_file) if args.conf_file else default_config_file(args.algo)
-    hp = load_hyperparams(conf, args.env)
+    if args.resume:  # the run's own config.yml, and the budget it was started with
+        conf = Path(args.resume) / args.env / "config.yml"
+        if not conf.is_file():
+            raise FileNotFoundError(f"{args.resume} is not a run folder ({conf} is missing)")
+        hp = yaml.safe_load(conf.read_text()) or {}
+        started = yaml.safe_load((conf.parent / "args.yml").read_text()) or {}
+        if args.n_timesteps <= 0 and int(started.get("n_timesteps", -1)) > 0:
+            args.n_timesteps = int(started["n_timesteps"])
+    else:
+        conf = Path(args.conf_file) if args.conf_file else default_config_file(args.algo)
+        hp = load_hyperparams(conf, args.env)
     check_keys(hp, cls, str(conf))
     overrides = parse_override(args.hyperparams)
     check_keys(overrides, cls, "--hyperparams")
@@ -130,11 +151,11 @@ def run_folder(args: argparse.Namespace) -> Path:
     return save_path
 
 
-def make_logger(save_path: Path, tensorboard_log: str | None, stdout: bool):
+def make_logger(save_path: Path, tensorboard_log: str | None, stdout: bool, suffix: str = ""):
     """SB3 logger writing progress.csv into the run folder, TensorBoard events (with -tb), and stdout."""
     from stable_baselines3.common.logger import Logger, make_output_format
 
-    formats = [make_output_format("csv", str(save_path))]
+    formats = [make_output_format("csv", str(save_path), suffix)]
     if stdout:
         formats.append(make_output_format("stdout", str(save_path)))
     if tensorboard_log:
@@ -153,35 +174,52 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    from stable_baselines3.common.callbacks import CheckpointCallback
     from stable_baselines3.common.vec_env import VecMonitor
 
     from tempest_gym.callbacks import EvalGamesCallback, LiveSummaryCallback, StopAfterSeconds, TempestMetricsCallback
+    from tempest_gym.checkpoints import AtomicCheckpointCallback, latest_checkpoint, save_model, save_replay_buffer
     from tempest_gym.vec_env import TempestVecEnv
 
     cls = algo_class(args.algo)
-    save_path = run_folder(args)
-    params_path = save_path / args.env
-    with open(params_path / "config.yml", "w") as f:
-        yaml.dump(dict(saved), f)
-    with open(params_path / "args.yml", "w") as f:
-        yaml.dump(OrderedDict(sorted(vars(args).items())), f)
-    (params_path / "command.txt").write_text(" ".join(getattr(sys, "orig_argv", sys.argv)) + "\n")
+    command = " ".join(getattr(sys, "orig_argv", sys.argv)) + "\n"
+    suffix = ""
+    if args.resume:
+        save_path = Path(args.resume)
+        try:
+            resume_model, resume_replay = latest_checkpoint(save_path)
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        suffix = f"_resumed_{len(list(save_path.glob('progress*.csv')))}"
+        with open(save_path / args.env / "command.txt", "a") as f:
+            f.write(command)
+        print(f"Resuming {save_path} from {resume_model.name}" + (" with its replay buffer" if resume_replay else ""))
+    else:
+        save_path = run_folder(args)
+        params_path = save_path / args.env
+        # plain mappings, so yaml.safe_load reads them back (resume, tools)
+        with open(params_path / "config.yml", "w") as f:
+            yaml.safe_dump(dict(saved), f, sort_keys=False)
+        with open(params_path / "args.yml", "w") as f:
+            yaml.safe_dump(dict(sorted(vars(args).items())), f, sort_keys=False)
+        (params_path / "command.txt").write_text(command)
     print(f"Log path: {save_path}", flush=True)
 
     try:
-        env = VecMonitor(TempestVecEnv(seed=args.seed, **env_kwargs), str(save_path), info_keywords=("score", "level"))
+        # a resumed run writes its episodes to resumed_<k>.monitor.csv (VecMonitor would overwrite monitor.csv)
+        monitor = str(save_path / f"resumed{suffix[len('_resumed') :]}") if suffix else str(save_path)
+        env = VecMonitor(TempestVecEnv(seed=args.seed, **env_kwargs), monitor, info_keywords=("score", "level"))
     except (ValueError, TypeError) as exc:
         print(f"error: bad env_kwargs {env_kwargs}: {exc}", file=sys.stderr)
         return 2
     eval_env = None
     model = None
     try:
-        n_envs = env.num_envs
         metrics = TempestMetricsCallback()
         callbacks = [metrics]
         if args.save_freq > 0:
-            callbacks.append(CheckpointCallback(max(args.save_freq // n_envs, 1), str(save_path), "rl_model"))
+            callbacks.append(AtomicCheckpointCallback(args.save_freq, save_path, args.keep_checkpoints,
+                                                      args.save_replay_buffer, verbose=args.verbose))  # fmt: skip
         evals = None
         if args.eval_freq > 0:
             if args.eval_envs < 1:
@@ -199,19 +237,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.progress:
             callbacks.append(LiveSummaryCallback(n_timesteps, metrics, evals))
         tb = args.tensorboard_log or None
-        if args.trained_agent:
+        continuing = bool(args.trained_agent or args.resume)
+        if args.resume:
+            model = cls.load(str(resume_model), env=env, verbose=args.verbose, device=args.device)
+            if resume_replay is not None:
+                model.load_replay_buffer(str(resume_replay))
+            n_timesteps = max(n_timesteps - model.num_timesteps, 0)
+            print(f"at {model.num_timesteps:,} steps; {n_timesteps:,} to go", flush=True)
+        elif args.trained_agent:
             if not os.path.isfile(args.trained_agent):
                 raise FileNotFoundError(f"--trained-agent {args.trained_agent} not found")
             print(f"Continuing from {args.trained_agent}", flush=True)
             model = cls.load(args.trained_agent, env=env, verbose=args.verbose, device=args.device, **hp)
         else:
             model = cls(policy, env, seed=args.seed, verbose=args.verbose, device=args.device, **hp)
-        model.set_logger(make_logger(save_path, tb, stdout=args.verbose > 0 and not args.progress))
-        model.learn(
-            n_timesteps,
-            callback=callbacks,
-            reset_num_timesteps=not args.trained_agent,
-        )
+        model.set_logger(make_logger(save_path, tb, stdout=args.verbose > 0 and not args.progress, suffix=suffix))
+        model.learn(n_timesteps, callback=callbacks, reset_num_timesteps=not continuing)
     except KeyboardInterrupt:
         print("interrupted: saving the model", file=sys.stderr)
     except (TempestGymError, FileNotFoundError, ValueError) as exc:
@@ -219,10 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         if model is not None:
-            model.save(str(save_path / f"{args.env}.zip"))
+            save_model(model, save_path / f"{args.env}.zip")
             print(f"Saved model to {save_path / (args.env + '.zip')}", flush=True)
             if args.save_replay_buffer:
-                model.save_replay_buffer(str(save_path / "replay_buffer.pkl"))
+                save_replay_buffer(model, save_path / "replay_buffer.pkl")
         env.close()
         if eval_env is not None:
             eval_env.close()

@@ -26,3 +26,26 @@ def test_train_then_enjoy(rompath, tmp_path, async_learner, capsys):
     out = capsys.readouterr().out
     assert f"Loading {run / 'TempestMAME-v0.zip'}" in out
     assert "steps" in out.splitlines()[-1]
+
+
+def test_resume_continues_from_the_newest_checkpoint_with_its_replay_buffer(rompath, tmp_path, capsys):
+    from tempest_gym.hybrid_dqn import HybridDQN
+
+    logs = tmp_path / "logs"
+    common = ["-f", str(logs), "--num-envs", "1", "--rompath", rompath, "--seed", "5"]
+    rc = train.main([*common, "-n", "1200", "--save-freq", "500", "--save-replay-buffer", "--hyperparams",
+                     "learning_starts:200", "buffer_size:20000", "batch_size:32"])  # fmt: skip
+    assert rc == 0
+    run = logs / "hybrid_dqn" / "TempestMAME-v0_1"
+    assert (run / "rl_model_1000_steps.zip").is_file() and (run / "rl_model_replay_buffer_1000_steps.pkl").is_file()
+    capsys.readouterr()
+    rc = train.main([*common, "--resume", str(run), "-n", "2000", "--save-freq", "500"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "from rl_model_1000_steps.zip with its replay buffer" in out and "1,000 to go" in out
+    final = HybridDQN.load(run / "TempestMAME-v0.zip", device="cpu")
+    assert final.num_timesteps == 2000
+    assert final._n_updates > 0
+    assert (run / "resumed_1.monitor.csv").is_file() and (run / "monitor.csv").is_file()
+    assert (run / "progress_resumed_1.csv").is_file() and (run / "progress.csv").is_file()
+    assert not (logs / "hybrid_dqn" / "TempestMAME-v0_2").exists(), "a resume writes into the same run"
