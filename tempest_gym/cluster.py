@@ -78,6 +78,7 @@ class ClusterConfig:
     death_penalty: int = 1000
     connect_timeout: float = 60.0
     step_timeout: float = 120.0
+    reply_timeout: float = 3600.0  # how long a client waits for an action before giving up
     headless: bool = True
     workdir: str | None = None
     keep_workdir: bool = False
@@ -162,7 +163,9 @@ class MameCluster:
                 "transport": cfg.transport,
                 "pipeline": int(cfg.pipeline),
                 "connect_timeout": int(cfg.connect_timeout),
-                "reply_timeout": int(max(cfg.step_timeout, 60)),
+                # the trainer may pause for minutes (evaluations, big checkpoints): a client waiting for its
+                # action costs nothing, and a dead trainer is noticed anyway (closed socket, parent-death signal)
+                "reply_timeout": int(max(cfg.step_timeout, cfg.reply_timeout)),
                 "death_penalty": cfg.death_penalty,
                 "token": cfg.token or "",
             }

@@ -64,6 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="whole games (until game over) per evaluation, the model acting alone",
     )
     p.add_argument("--eval-envs", type=int, default=1, help="extra MAME instances for evaluation")
+    p.add_argument(
+        "--eval-max-ticks",
+        type=int,
+        default=20_000,
+        help="cut an evaluation game after this many ticks (a good player's game can last for hours)",
+    )
     p.add_argument("--max-seconds", type=float, default=0, help="stop after this wall-clock budget (0: none)")
     p.add_argument("--save-freq", type=int, default=100_000, help="checkpoint every N env steps (-1: never)")
     p.add_argument("-tb", "--tensorboard-log", default="", help="TensorBoard log dir")
@@ -230,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                 return TempestVecEnv(seed=args.seed + 10_000, **eval_kwargs)
 
             evals = EvalGamesCallback(make_eval_env, args.eval_freq, games=args.eval_games, log_path=save_path,
-                                      best_model_save_path=save_path, verbose=args.verbose)  # fmt: skip
+                                      best_model_save_path=save_path, max_ticks=args.eval_max_ticks,
+                                      verbose=args.verbose)  # fmt: skip
             callbacks.append(evals)
         if args.max_seconds > 0:
             callbacks.append(StopAfterSeconds(args.max_seconds))
