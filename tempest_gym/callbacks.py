@@ -28,7 +28,8 @@ class TempestMetricsCallback(BaseCallback):
     With ``dump`` it also makes the model dump all its logs at that pace.
 
     * ``env/ticks_per_s`` (agent steps of all instances per wall second), ``env/frames_per_s_<i>`` (emulated
-      60 Hz video frames per wall second of instance i) and ``env/frames_per_s_mean``.
+      60 Hz video frames per wall second of instance i) and ``env/frames_per_s_mean``;
+    * ``env/client_restarts`` (MAME clients replaced so far) and ``env/transitions_dropped``.
     """
 
     def __init__(self, interval_s: float = 10.0, dump: bool = True, verbose: int = 0) -> None:
@@ -77,6 +78,11 @@ class TempestMetricsCallback(BaseCallback):
         for i, f in enumerate(fps):
             values[f"env/frames_per_s_{i}"] = float(f)
         values["env/frames_per_s_mean"] = float(fps.mean()) if len(fps) else 0.0
+        cluster = getattr(getattr(self.training_env, "unwrapped", None), "cluster", None)
+        if cluster is not None:
+            # a replaced client drops exactly its in-flight transition (the action whose result never came)
+            values["env/client_restarts"] = float(cluster.restarts.sum())
+            values["env/transitions_dropped"] = float(cluster.restarts.sum())
         if self._eps:
             values["episode/score"] = float(np.mean([e.get("score", 0) for e in self._eps]))
             values["episode/points"] = float(np.mean([e.get("points", 0) for e in self._eps]))
