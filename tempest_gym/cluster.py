@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import select
 import selectors
 import shutil
@@ -167,7 +168,7 @@ class MameCluster:
                 # action costs nothing, and a dead trainer is noticed anyway (closed socket, parent-death signal)
                 "reply_timeout": int(max(cfg.step_timeout, cfg.reply_timeout)),
                 "death_penalty": cfg.death_penalty,
-                "token": cfg.token or "",
+                "token": cfg.token if cfg.token is not None else os.environ.get("TEMPEST_TOKEN", ""),
             }
             wd = root / f"slot{slot}"
             wd.mkdir(parents=True, exist_ok=True)
