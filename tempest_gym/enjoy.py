@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m tempest_gym.enjoy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--algo", default="expert", help="expert, random, or a trained algorithm (hybrid_dqn)")
-    p.add_argument("--env", default=ENV_ID, help="environment id (only TempestMAME-v0)")
+    p.add_argument("--env", default=ENV_ID, choices=[ENV_ID], help="environment id")
     p.add_argument("-n", "--n-timesteps", type=int, default=10_000, help="env steps (ticks per instance x instances)")
     p.add_argument("--num-envs", type=int, default=1, help="MAME instances")
     p.add_argument("--rompath", default=None, help="directory holding tempest1 (default: $TEMPEST_ROMS)")
@@ -94,9 +94,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.env != ENV_ID:
-        print(f"error: unknown env {args.env!r}; tempest-gym provides {ENV_ID}", file=sys.stderr)
-        return 2
     headless = args.headless
     if headless is None:
         headless = not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))

@@ -23,7 +23,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tempest_gym.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--algo", required=True, help="hybrid_dqn, expert or random")
-    p.add_argument("--env", default=ENV_ID)
+    p.add_argument("--env", default=ENV_ID, choices=[ENV_ID], help="environment id")
     p.add_argument("-f", "--folder", default="logs", help="Zoo-style log folder (trained algorithms)")
     p.add_argument("--model", default=None, help="model .zip (instead of -f)")
     p.add_argument("--exp-id", type=int, default=0, help="run number in the log folder (0: latest)")
@@ -43,9 +43,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.env != ENV_ID:
-        print(f"error: unknown env {args.env!r}; tempest-gym provides {ENV_ID}", file=sys.stderr)
-        return 2
     from tempest_gym.vec_env import TempestVecEnv
 
     try:

@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m tempest_gym.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--algo", default="hybrid_dqn", choices=sorted(ALGOS))
-    p.add_argument("--env", default=ENV_ID, help="environment id (only TempestMAME-v0)")
+    p.add_argument("--env", default=ENV_ID, choices=[ENV_ID], help="environment id")
     p.add_argument("-conf", "--conf-file", default=None, help="hyperparameter YAML (default zoo_configs/<algo>.yml)")
     p.add_argument("-f", "--log-folder", default="logs")
     p.add_argument("-n", "--n-timesteps", type=int, default=-1, help="override n_timesteps from the YAML")
@@ -171,9 +171,6 @@ def make_logger(save_path: Path, tensorboard_log: str | None, stdout: bool, suff
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.env != ENV_ID:
-        print(f"error: unknown env {args.env!r}; tempest-gym provides {ENV_ID}", file=sys.stderr)
-        return 2
     try:
         hp, env_kwargs, n_timesteps, policy, saved = prepare(args)
     except (ValueError, KeyError, FileNotFoundError) as exc:
