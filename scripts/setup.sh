@@ -27,12 +27,10 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   # install torch first and explicitly: a bare dependency on torch would pull a multi-GB CUDA build
   echo "==> installing ${TORCH_SPEC:-torch==2.13.0} (CPU)"
-  if [ -n "${TORCH_INDEX:-}" ]; then
-    "${pip[@]}" install "${TORCH_SPEC:-torch==2.13.0}" --extra-index-url "$TORCH_INDEX"
-  else
-    "${pip[@]}" install "${TORCH_SPEC:-torch==2.13.0}"
-  fi
+  extra=()
+  if [ -n "${TORCH_INDEX:-}" ]; then extra=(--extra-index-url "$TORCH_INDEX"); fi
+  "${pip[@]}" install "${TORCH_SPEC:-torch==2.13.0}" "${extra[@]}" 2>&1 | { grep -v "^WARNING: Location" || true; }
 fi
 echo "==> installing tempest-gym"
-"${pip[@]}" install -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+"${pip[@]}" install -e ".[test]" 2>&1 | { grep -v "^WARNING: Location" || true; }
 .venv/bin/python -c "import tempest_gym, torch; print('tempest-gym', tempest_gym.__version__, '| torch', torch.__version__)"
