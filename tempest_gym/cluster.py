@@ -251,15 +251,21 @@ class MameCluster:
 
     # ------------------------------------------------------------------ stepping
     def send_actions(
-        self, fz: np.ndarray, spin: np.ndarray, command: int = protocol.CMD_NONE, args: np.ndarray | None = None
+        self,
+        fz: np.ndarray,
+        spin: np.ndarray,
+        command: int | np.ndarray = protocol.CMD_NONE,
+        args: np.ndarray | None = None,
     ) -> None:
-        """Answer every client's last state. ``fz`` in 0..3, ``spin`` the signed tick delta."""
+        """Answer every client's last state. ``fz`` in 0..3, ``spin`` the signed tick delta; ``command`` is
+        one command for all clients or one per client (e.g. RESET for some of them)."""
+        commands = np.broadcast_to(np.asarray(command), (self.n,))
         for i, c in enumerate(self.clients):
             arg = int(args[i]) if args is not None else 0
             try:
                 if c is None:
                     raise ClientDisconnectedError(f"slot {i} has no client")
-                c.send(protocol.encode_action(int(self.seq[i]), int(fz[i]), int(spin[i]), command, arg))
+                c.send(protocol.encode_action(int(self.seq[i]), int(fz[i]), int(spin[i]), int(commands[i]), arg))
             except ClientDisconnectedError as exc:
                 if not self.config.supervise:
                     raise self._disconnected(i, f"could not be sent its action ({exc})") from exc

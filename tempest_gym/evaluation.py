@@ -107,7 +107,7 @@ def play_games(
     deterministic policy the result is deterministic too.
     """
     obs = env.reset()
-    infos = env.unwrapped.reset_infos if hasattr(env, "unwrapped") else env.reset_infos
+    infos = getattr(env, "unwrapped", env).reset_infos
     n = env.num_envs
     active: list[GameResult | None] = [None] * n
     done_games: list[GameResult] = []
@@ -132,6 +132,8 @@ def play_games(
             over = dones[i] and info.get("game_over", False)
             if over or g.ticks >= max_ticks:
                 g.truncated = not over
+                if g.truncated:  # a player who never dies: end the game by starting a fresh one
+                    getattr(env, "unwrapped", env).request_reset([i])
                 done_games.append(g)
                 active[i] = None
                 if on_game:

@@ -150,6 +150,8 @@ class TempestVecEnv(VecEnv):
         self.total_steps = 0
         self.last_states: np.ndarray | None = None
         self._prev_obs: np.ndarray | None = None
+        self._reset_next = np.zeros(num_envs, dtype=bool)
+        self._resets = np.ones(num_envs, dtype=np.int64)
 
     # ------------------------------------------------------------------ VecEnv API
     def reset(self) -> VecEnvObs:
@@ -184,7 +186,14 @@ class TempestVecEnv(VecEnv):
             raise RuntimeError("call reset() before step()")
         fz, spin = decode_actions(self._actions, self.max_spin)
         self._actions = None
-        self.cluster.send_actions(fz, spin)
+        resetting = self._reset_next
+        self._reset_next = np.zeros(self.num_envs, dtype=bool)
+        if resetting.any():
+            seeds = (self.base_seed + np.arange(self.num_envs) + 7919 * self._resets) & 0x7FFFFFFF
+            self._resets += resetting
+            self.cluster.send_actions(fz, spin, np.where(resetting, protocol.CMD_RESET, protocol.CMD_NONE), seeds)
+        else:
+            self.cluster.send_actions(fz, spin)
         arr = self.cluster.receive_states()
         self.last_states = arr
         obs = np.array(arr["obs"], dtype=np.float32)
@@ -193,7 +202,8 @@ class TempestVecEnv(VecEnv):
         )
         flags = arr["flags"]
         terminated = (flags & protocol.F_DEATH) != 0
-        restarted = self.cluster.restarted.copy()
+        # a replaced client (crashed MAME) or a requested reset cuts the episode short (truncation)
+        restarted = self.cluster.restarted | resetting
         terminated &= ~restarted
         self._ep_return += rewards
         self._ep_len += 1
@@ -210,7 +220,7 @@ class TempestVecEnv(VecEnv):
         dones = terminated | truncated
         infos = self._infos(arr, obs, dones)
         for i in np.flatnonzero(restarted):
-            infos[i]["client_restarted"] = True
+            infos[i]["client_restarted" if self.cluster.restarted[i] else "reset"] = True
             infos[i]["agent_in_control"] = False
         if dones.any():
             now = time.monotonic()
@@ -233,6 +243,15 @@ class TempestVecEnv(VecEnv):
                 self._ep_points[i] = 0
         self._prev_obs = obs
         return obs, rewards, dones, infos
+
+    def request_reset(self, indices: Iterable[int]) -> None:
+        """Start fresh games on these instances at the next step (their episodes end as truncated).
+
+        Unlike ``reset()``, the other instances carry on. Each reset uses a new seed, so repeated resets
+        of one instance play different games (and the same sequence of games for the same base seed).
+        """
+        for i in indices:
+            self._reset_next[int(i)] = True
 
     def _infos(self, arr: np.ndarray, obs: np.ndarray, dones: np.ndarray) -> list[dict[str, Any]]:
         flags = arr["flags"]

@@ -25,13 +25,16 @@ def check_eval(path, start_level: int, lives: int, games: int) -> dict:
     return data
 
 
-@pytest.mark.parametrize("algo", ["random", "expert"])
-def test_evaluate_builtin_players(rompath, tmp_path, algo):
+@pytest.mark.parametrize("algo, games, max_ticks", [("random", 1, 2500), ("expert", 2, 1200)])
+def test_evaluate_builtin_players(rompath, tmp_path, algo, games, max_ticks):
+    """The expert rarely dies: its games are cut at max_ticks and the instance starts a fresh one."""
     out = tmp_path / algo
-    rc = evaluate.main(["--algo", algo, "--games", "1", "--rompath", rompath, "--lives", "2", "--start-level", "3",
-                        "--max-ticks", "2500", "--out", str(out)])  # fmt: skip
+    rc = evaluate.main(["--algo", algo, "--games", str(games), "--rompath", rompath, "--lives", "2",
+                        "--start-level", "3", "--max-ticks", str(max_ticks), "--out", str(out)])  # fmt: skip
     assert rc == 0
-    check_eval(out / "eval.json", start_level=3, lives=2, games=1)
+    data = check_eval(out / "eval.json", start_level=3, lives=2, games=games)
+    if algo == "expert":
+        assert data["games"][0]["score"] != data["games"][1]["score"], "a fresh game with a new seed"
 
 
 def test_train_writes_metrics_then_evaluate_the_model(rompath, tmp_path):

@@ -68,3 +68,19 @@ def test_step_before_reset_is_refused(synthetic):
     with pytest.raises(RuntimeError, match="reset"):
         env.step(np.zeros((1, 2), np.float32))
     env.close()
+
+
+def test_request_reset_restarts_only_the_named_instance(synthetic):
+    env = TempestVecEnv(num_envs=2, expert=False, **synthetic)
+    try:
+        env.reset()
+        for _ in range(50):
+            env.step(np.zeros((2, 2), np.float32))
+        env.request_reset([1])
+        _, _, dones, infos = env.step(np.zeros((2, 2), np.float32))
+        assert dones.tolist() == [False, True]
+        assert infos[1]["reset"] and infos[1]["TimeLimit.truncated"] and not infos[1]["agent_in_control"]
+        _, _, dones, infos = env.step(np.zeros((2, 2), np.float32))
+        assert not dones.any() and infos[1]["agent_in_control"]
+    finally:
+        env.close()
