@@ -230,6 +230,7 @@ class LiveSummaryCallback(BaseCallback):
         self._task = None
         self._last = 0.0
         self._t0 = 0.0
+        self._learner_text = "-"
 
     def _on_training_start(self) -> None:
         from rich.live import Live
@@ -261,6 +262,11 @@ class LiveSummaryCallback(BaseCallback):
         frac = totals / totals.sum() if totals is not None and totals.sum() else [np.nan] * 3
         learner = getattr(m, "_learner", None)
         stats = self._values.values
+        if learner is not None:  # the learner is gone after learn() returns: keep showing its last figures
+            self._learner_text = (f"{learner.updates_per_second():.1f}, "
+                                  f"{stats.get('learner/policy_lag', float('nan')):.1f}")  # fmt: skip
+        elif not getattr(m, "async_learner", False):
+            self._learner_text = "sync"
         rows = [
             ("steps", f"{self.num_timesteps:,}", "ticks/s", f"{env.get('env/ticks_per_s', float('nan')):,.0f}"),
             ("episodes", f"{len(eps):,} (last 100)", "frames/s per client",
@@ -270,8 +276,7 @@ class LiveSummaryCallback(BaseCallback):
              "epsilon, expert ratio", f"{getattr(m, 'exploration_rate', 0):.3f}, "
                                       f"{getattr(m, 'current_expert_ratio', 0):.3f}"),
             ("updates", f"{getattr(m, '_n_updates', 0):,}", "updates/s, policy lag",
-             f"{learner.updates_per_second():.1f}, {stats.get('learner/policy_lag', float('nan')):.1f}"
-             if learner else "sync"),
+             self._learner_text),
             ("replay", f"{m.replay_buffer.size() if m.replay_buffer else 0:,}", "TD loss, Q mean",
              f"{stats.get('train/loss', float('nan')):.4f}, {stats.get('train/q_mean', float('nan')):.2f}"),
             ("inference p50/p99 ms", f"{stats.get('rollout/inference_ms_p50', float('nan')):.2f} / "
