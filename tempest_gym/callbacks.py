@@ -303,6 +303,8 @@ class LiveSummaryCallback(BaseCallback):
             self._progress.update(self._task, completed=self.num_timesteps - self._start_steps)
             self._live.update(self._render())
             self._live.__exit__(None, None, None)
+            if not self._live.console.is_terminal:  # piped: rich leaves the last row without its newline
+                self._live.console.line()
             self._live = None
         if self._values in self.model.logger.output_formats:
             self.model.logger.output_formats.remove(self._values)
