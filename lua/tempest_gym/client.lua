@@ -340,19 +340,23 @@ function client.start(lua_dir)
 		end
 		-- most frames are not ticks: one byte tells, the full RAM read waits for a tick
 		local qframe = mem:read_u8(0x03)
+		local gs, mode
 		if qframe ~= last_tick then
 			last_tick = qframe
-			tick(ex.read(mem))
+			local R, ram = ex.read(mem)
+			tick(R, ram)
 			-- Pipeline only with slack: the game's next loop starts when its IRQ counter FRTIMR ($53)
 			-- reaches 9 (4.1 IRQs per video frame), and fire needs 2 IRQ samples to debounce. Measured:
 			-- with FRTIMR <= 2 at the tick a reply applied one frame later lands on the next tick every
-			-- time; from 4 on it mostly misses it. Otherwise read the reply now.
-			if (not pipeline or mem:read_u8(0x53) > cfg.pipeline_slack) and receive_action() then
+			-- time; from 4 on it mostly misses it. Otherwise read the reply now. (No state went out
+			-- when the send failed and the client reconnected: then there is nothing to wait for.)
+			if awaiting and (not pipeline or R[0x53 + 1] > cfg.pipeline_slack) and receive_action() then
 				return
 			end
+			gs, mode = R[0x00 + 1], R[0x05 + 1] -- this frame's bytes: nothing in tick() writes them
 		end
 		if not agent_owns_inputs then
-			flow.frame(frame, mem:read_u8(0x00), mem:read_u8(0x05))
+			flow.frame(frame, gs or mem:read_u8(0x00), mode or mem:read_u8(0x05))
 		end
 	end
 

@@ -10,6 +10,8 @@
 --   player can shoot, else 0. With the default scales a kill (150+ points) outweighs
 --   hundreds of ticks of shaping.
 
+local lane_offset = require("tempest_gym.state").lane_offset
+
 local rewards = {}
 
 local RIM = 0x10
@@ -37,10 +39,7 @@ local function lane_danger(R, lane, open)
 			elseif etype == 4 and elane == lane and d <= 0x20 then
 				return true
 			elseif d == pdepth and etype ~= 4 then
-				local delta = elane - lane
-				if not open then
-					delta = ((delta + 8) & 0x0F) - 8
-				end
+				local delta = lane_offset(elane - lane, open)
 				if delta >= -1 and delta <= 1 then
 					return true
 				end

@@ -28,6 +28,15 @@ local function bcd(x)
 	return v
 end
 
+-- lane offset d folded into -8..7 on a closed tube (lanes wrap), unchanged on an open one
+local function lane_offset(d, open)
+	if not open then
+		return ((d + 8) & 0x0F) - 8
+	end
+	return d
+end
+state.lane_offset = lane_offset
+
 local function clamp(x, lo, hi)
 	if x < lo then
 		return lo
@@ -105,14 +114,6 @@ function state.new(L)
 		local curwav = R[0x9F + 1]
 		local level = (curwav < 99) and (curwav + 1) or 0
 
-		local function rel(lane)
-			local d = lane - plane
-			if not open then
-				d = ((d + 8) & 0x0F) - 8
-			end
-			return d
-		end
-
 		raw[B.in_game] = in_game and 1 or 0
 		raw[B.agent_control] = control and 1 or 0
 		raw[B.gs_play] = playing and 1 or 0
@@ -162,7 +163,7 @@ function state.new(L)
 			local d = R[0x2D3 + k + 1]
 			if d ~= 0 then
 				raw[B.pshot_present + k] = 1
-				raw[B.pshot_rel_lane + k] = rel(R[0x2AD + k + 1] & 0x0F)
+				raw[B.pshot_rel_lane + k] = lane_offset((R[0x2AD + k + 1] & 0x0F) - plane, open)
 				raw[B.pshot_depth + k] = d
 			else
 				raw[B.pshot_present + k], raw[B.pshot_rel_lane + k], raw[B.pshot_depth + k] = 0, 0, 0
@@ -190,7 +191,7 @@ function state.new(L)
 				end
 				raw[B.enemy_present + i] = 1
 				raw[B.enemy_lane + i] = lane
-				raw[B.enemy_rel_lane + i] = rel(lane)
+				raw[B.enemy_rel_lane + i] = lane_offset(lane - plane, open)
 				raw[B.enemy_depth + i] = d
 				raw[B.enemy_toward + i] = ((a2 & 0x80) == 0) and 1 or 0
 				raw[B.enemy_flipping + i] = flipping and 1 or 0
@@ -227,7 +228,7 @@ function state.new(L)
 			if d ~= 0 then
 				local lane = R[0x2B5 + m + 1] & 0x0F
 				raw[B.eshot_present + m] = 1
-				raw[B.eshot_rel_lane + m] = rel(lane)
+				raw[B.eshot_rel_lane + m] = lane_offset(lane - plane, open)
 				raw[B.eshot_depth + m] = d
 				local p = 256 - d
 				if p > threat[lane] then
