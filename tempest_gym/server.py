@@ -11,6 +11,7 @@ import errno
 import hmac
 import logging
 import os
+import select
 import selectors
 import socket
 import time
@@ -23,6 +24,7 @@ from tempest_gym.protocol import FrameDecoder, Hello, ProtocolError
 log = logging.getLogger(__name__)
 
 RECV_CHUNK = 1 << 16
+SEND_TIMEOUT_S = 60.0  # a client that takes no bytes for this long is gone
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -45,15 +47,16 @@ class ClientConnection:
         return self.sock.fileno()
 
     def send(self, data: bytes) -> None:
-        """Send everything; the socket is non-blocking, so finish partial sends briefly blocking."""
+        """Send everything. The socket is non-blocking: when the kernel buffer is full, wait until it takes
+        the rest (``sendall`` would lose track of how much went out and resend it, corrupting the stream)."""
+        view = memoryview(data)
         try:
-            self.sock.sendall(data)
-        except BlockingIOError:
-            self.sock.setblocking(True)
-            try:
-                self.sock.sendall(data)
-            finally:
-                self.sock.setblocking(False)
+            while view:
+                try:
+                    view = view[self.sock.send(view):]
+                except BlockingIOError:
+                    if not select.select([], [self.sock], [], SEND_TIMEOUT_S)[1]:
+                        raise OSError(f"peer took no data for {SEND_TIMEOUT_S:.0f} s") from None
         except OSError as exc:
             self.closed = True
             raise ClientDisconnectedError(f"client slot {self.slot}: send failed ({exc})") from exc
