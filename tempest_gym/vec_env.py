@@ -163,6 +163,7 @@ class TempestVecEnv(VecEnv):
         else:
             self.cluster.send_actions(self._zero, self._zero, protocol.CMD_RESET, np.array(seeds) & 0x7FFFFFFF)
             arr = self.cluster.receive_states()
+        self._reset_next[:] = False  # this reset already restarted every instance
         self._reset_seeds()
         self._reset_options()
         now = time.monotonic()
@@ -254,23 +255,26 @@ class TempestVecEnv(VecEnv):
             self._reset_next[int(i)] = True
 
     def _infos(self, arr: np.ndarray, obs: np.ndarray, dones: np.ndarray) -> list[dict[str, Any]]:
-        flags = arr["flags"]
         expert = self.expert.predict_batch(obs) if self.expert is not None else None
-        exec_spin = arr["exec_spin"].astype(np.float32) / self.max_spin
+        executed = np.stack([arr["exec_fz"], arr["exec_spin"] / self.max_spin], axis=1).astype(np.float32)
+        # one field view and one conversion per column, not per env
+        flags, score, level, lives, gamestate, frame, r_obj, r_subj = (
+            arr[k].tolist() for k in ("flags", "score", "level", "lives", "gamestate", "frame", "reward_obj",
+                                      "reward_subj"))  # fmt: skip
         infos = []
         for i in range(self.num_envs):
-            f = int(flags[i])
+            f = flags[i]
             info: dict[str, Any] = {
                 "control": bool(f & protocol.F_CONTROL),
                 "agent_in_control": bool(f & protocol.F_APPLIED),
-                "executed_action": np.array([arr["exec_fz"][i], exec_spin[i]], dtype=np.float32),
-                "score": int(arr["score"][i]),
-                "level": int(arr["level"][i]),
-                "lives": int(arr["lives"][i]),
-                "gamestate": int(arr["gamestate"][i]),
-                "frame": int(arr["frame"][i]),
-                "reward_obj": float(arr["reward_obj"][i]),
-                "reward_subj": float(arr["reward_subj"][i]),
+                "executed_action": executed[i],
+                "score": score[i],
+                "level": level[i],
+                "lives": lives[i],
+                "gamestate": gamestate[i],
+                "frame": frame[i],
+                "reward_obj": r_obj[i],
+                "reward_subj": r_subj[i],
                 "game_over": bool(f & protocol.F_GAME_OVER),
                 "new_game": bool(f & protocol.F_NEW_GAME),
                 "level_up": bool(f & protocol.F_LEVEL_UP),
@@ -299,7 +303,9 @@ class TempestVecEnv(VecEnv):
         setattr(self, attr_name, value)
 
     def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
-        return [getattr(self, method_name)(*method_args, **method_kwargs) for _ in self._get_indices(indices)]
+        """All instances live in this one object: the method runs once, its result is reported per index."""
+        result = getattr(self, method_name)(*method_args, **method_kwargs)
+        return [result for _ in self._get_indices(indices)]
 
     def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
         return [False for _ in self._get_indices(indices)]

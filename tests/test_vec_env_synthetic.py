@@ -84,3 +84,18 @@ def test_request_reset_restarts_only_the_named_instance(synthetic):
         assert not dones.any() and infos[1]["agent_in_control"]
     finally:
         env.close()
+
+
+def test_full_reset_cancels_pending_instance_resets(synthetic):
+    env = TempestVecEnv(num_envs=2, expert=False, **synthetic)
+    try:
+        env.reset()
+        env.step(np.zeros((2, 2), np.float32))
+        env.env_method("request_reset", [1])
+        assert env._resets.tolist() == [1, 1]  # env_method ran the request once, not once per index
+        env.reset()  # restarts every instance: the request is void
+        _, _, dones, infos = env.step(np.zeros((2, 2), np.float32))
+        assert not dones.any() and not any("episode" in i for i in infos)
+        assert env._resets.tolist() == [1, 1]
+    finally:
+        env.close()
