@@ -679,10 +679,12 @@ class HybridDQN(OffPolicyAlgorithm):
     def _publish_weights(self) -> None:
         assert self._publisher is not None
         state = self.policy.state_dict()
-        updates = self._n_updates
-        version = self._publisher.publish({k: v for k, v in state.items() if k.startswith(("q_net.", "actor."))})
-        self._version_updates[version] = updates
+        # record the update count before the version becomes visible, so the actor never pulls a version it
+        # cannot date (only this thread publishes, so the next version number is known)
+        version = self._publisher.version + 1
+        self._version_updates[version] = self._n_updates
         self._version_updates.pop(version - 64, None)
+        self._publisher.publish({k: v for k, v in state.items() if k.startswith(("q_net.", "actor."))})
 
     def _sync_acting_policy(self) -> None:
         """Load the newest published weights into the acting copy (main thread, between env steps)."""
@@ -767,7 +769,8 @@ class HybridDQN(OffPolicyAlgorithm):
 
     # ------------------------------------------------------------------ saving
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "acting_policy", "_learner", "_publisher", "_stats", "_latencies"]
+        return [*super()._excluded_save_params(), "acting_policy", "_learner", "_publisher", "_stats", "_latencies",
+                "_version_updates"]  # fmt: skip
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "policy.optimizer"]
