@@ -215,7 +215,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as exc:
         print(f"error: bad env_kwargs {env_kwargs}: {exc}", file=sys.stderr)
         return 2
-    eval_env = None
     model = None
     try:
         metrics = TempestMetricsCallback()
@@ -269,8 +268,6 @@ def main(argv: list[str] | None = None) -> int:
             if args.save_replay_buffer:
                 save_replay_buffer(model, save_path / "replay_buffer.pkl")
         env.close()
-        if eval_env is not None:
-            eval_env.close()
     return 0
 
 
