@@ -18,6 +18,7 @@ from stable_baselines3.common.logger import KVWriter
 
 from tempest_gym.agents import model_policy
 from tempest_gym.evaluation import Evaluation, evaluate
+from tempest_gym.hybrid_dqn.buffer import SOURCE_EXPERT, SOURCE_MODEL, SOURCE_RANDOM
 
 
 class TempestMetricsCallback(BaseCallback):
@@ -259,7 +260,9 @@ class LiveSummaryCallback(BaseCallback):
         score = np.mean([e.get("score", 0) for e in eps[-20:]]) if eps else float("nan")
         level = np.mean([e.get("level", 0) for e in eps[-20:]]) if eps else float("nan")
         totals = getattr(m, "source_totals", None)
-        frac = totals / totals.sum() if totals is not None and totals.sum() else [np.nan] * 3
+        # source_totals is indexed by source code (model, random, expert); shown as expert / random / model
+        order = [SOURCE_EXPERT, SOURCE_RANDOM, SOURCE_MODEL]
+        frac = totals[order] / totals.sum() if totals is not None and totals.sum() else [np.nan] * 3
         learner = getattr(m, "_learner", None)
         stats = self._values.values
         if learner is not None:  # the learner is gone after learn() returns: keep showing its last figures

@@ -9,6 +9,7 @@ from stable_baselines3.common.vec_env import VecMonitor
 
 from tempest_gym.callbacks import LiveSummaryCallback, TempestMetricsCallback
 from tempest_gym.hybrid_dqn import HybridDQN
+from tempest_gym.hybrid_dqn.buffer import SOURCE_EXPERT, SOURCE_MODEL, SOURCE_RANDOM
 from tempest_gym.synthetic_client import write_wrapper
 from tempest_gym.vec_env import TempestVecEnv
 
@@ -35,3 +36,8 @@ def test_live_summary_shows_progress_and_learner_figures(tmp_path, capsys, async
     else:
         assert learner == "sync"
     assert out.endswith("\n")
+    shown = re.search(r"expert / random / model\s+(\S+) / (\S+) / (\S+)", final).groups()
+    totals = model.source_totals  # indexed by source code: model, random, expert
+    expected = totals[[SOURCE_EXPERT, SOURCE_RANDOM, SOURCE_MODEL]] / totals.sum()
+    assert [float(x) for x in shown] == pytest.approx(expected, abs=0.006)
+    assert totals[SOURCE_EXPERT] > 0 and totals[SOURCE_RANDOM] > 0  # all three labels are exercised
