@@ -102,10 +102,19 @@ def test_token_required_off_loopback_and_checked():
     try:
         port = server.port
         wrong = []
+
+        def good_after_the_wrong_ones():
+            # accept() returns once slot 0 is taken: let the server answer both wrong tokens first
+            deadline = time.monotonic() + 4.0
+            while len(wrong) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            good_client(port, box, token="s3cret")()
+
         peers = [lambda: wrong.append(send_and_read(port, hello(token="guess"))),
                  lambda: wrong.append(send_and_read(port, hello(token=""))),
-                 good_client(port, box, token="s3cret")]  # fmt: skip
+                 good_after_the_wrong_ones]  # fmt: skip
         got = accept_with(server, peers)
+        assert len(wrong) == 2
         assert list(got) == [0]
         assert all(r[4] == protocol.REJECT and b"token" in r for r in wrong)
         assert sum("token" in r for r in server.rejected) == 2
