@@ -3,9 +3,11 @@
     python -m tempest_gym.train --algo hybrid_dqn --env TempestMAME-v0 --rompath DIR -P
 
 Hyperparameters come from ``zoo_configs/<algo>.yml`` (section ``TempestMAME-v0``), overridden by
-``--hyperparams key:value``. Logs go to ``<log-folder>/<algo>/TempestMAME-v0_<n>/``: the final
-model ``TempestMAME-v0.zip``, checkpoints ``rl_model_<steps>_steps.zip``, ``best_model.zip`` (with
-``--eval-freq``), ``monitor.csv``, and ``TempestMAME-v0/{config.yml,args.yml,command.txt}``.
+``--hyperparams key:value``; the env's arguments from its ``env_kwargs`` (and ``n_envs``), updated by
+``--env-kwargs key:value`` and by flags such as ``--num-envs``. Logs go to
+``<log-folder>/<algo>/TempestMAME-v0_<n>/``: the final model ``TempestMAME-v0.zip``, checkpoints
+``rl_model_<steps>_steps.zip``, ``best_model.zip`` (with ``--eval-freq``), ``monitor.csv``, and
+``TempestMAME-v0/{config.yml,args.yml,command.txt}``.
 The model is saved on Ctrl-C and on errors too, so a crash loses at most the replay buffer.
 """
 
@@ -25,6 +27,7 @@ import yaml
 from tempest_gym import ENV_ID
 from tempest_gym.errors import TempestGymError
 from tempest_gym.zoo import (
+    check_env_keys,
     check_keys,
     default_config_file,
     latest_run_id,
@@ -32,6 +35,7 @@ from tempest_gym.zoo import (
     parse_override,
     parse_policy_kwargs,
     preprocess,
+    requested_num_envs,
 )
 
 ALGOS = {"hybrid_dqn": "tempest_gym.hybrid_dqn:HybridDQN"}
@@ -75,6 +79,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("-tb", "--tensorboard-log", default="", help="TensorBoard log dir")
     p.add_argument("-P", "--progress", action="store_true", help="show a progress bar")
     p.add_argument("-params", "--hyperparams", nargs="+", default=None, metavar="KEY:VALUE")
+    p.add_argument(
+        "--env-kwargs",
+        nargs="+",
+        default=None,
+        metavar="KEY:VALUE",
+        help="TempestVecEnv arguments, e.g. lives:1 death_penalty:500 (update the YAML's env_kwargs)",
+    )
     p.add_argument("-i", "--trained-agent", default="", help="continue training this model .zip")
     p.add_argument("--num-envs", type=int, default=None, help="override env_kwargs num_envs (MAME instances)")
     p.add_argument("--rompath", default=None, help="directory holding tempest1 (default $TEMPEST_ROMS)")
@@ -125,15 +136,23 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], i
         conf = Path(args.conf_file) if args.conf_file else default_config_file(args.algo)
         hp = load_hyperparams(conf, args.env)
     check_keys(hp, cls, str(conf))
+    num_envs = requested_num_envs(hp, str(conf))
     overrides = parse_override(args.hyperparams)
     check_keys(overrides, cls, "--hyperparams")
+    num_envs = requested_num_envs(overrides, "--hyperparams") or num_envs
     hp.update(overrides)
     saved = OrderedDict(sorted(copy.deepcopy(hp).items()))  # the YAML as given; CLI args go to args.yml
     n_timesteps = args.n_timesteps if args.n_timesteps > 0 else int(hp.pop("n_timesteps", 1_000_000))
     hp.pop("n_timesteps", None)
+    hp.pop("n_envs", None)  # the Zoo's key: one TempestVecEnv owns all instances, so it is env_kwargs num_envs
     env_kwargs = hp.pop("env_kwargs", {}) or {}
     if isinstance(env_kwargs, str):
         env_kwargs = parse_policy_kwargs(env_kwargs)
+    cli_env_kwargs = parse_override(args.env_kwargs, "--env-kwargs")
+    num_envs = requested_num_envs({"env_kwargs": cli_env_kwargs}, "--env-kwargs") or num_envs
+    env_kwargs.update(cli_env_kwargs)
+    if num_envs is not None:
+        env_kwargs["num_envs"] = num_envs
     for key, value in (("num_envs", args.num_envs), ("rompath", args.rompath), ("mame", args.mame),
                        ("start_level", args.start_level)):  # fmt: skip
         if value is not None:
@@ -146,6 +165,7 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], i
         env_kwargs["remote"] = True
     if args.token is not None:
         env_kwargs["token"] = args.token
+    check_env_keys(env_kwargs, "env_kwargs")
     policy = hp.pop("policy", "HybridQPolicy")
     return preprocess(hp), env_kwargs, n_timesteps, policy, saved
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-ZOO_KEYS = {"n_timesteps", "policy", "env_kwargs", "normalize", "frame_stack", "callback", "env_wrapper"}
+PACKAGE_DIR = Path(__file__).resolve().parent
+ZOO_KEYS = {"n_timesteps", "n_envs", "policy", "env_kwargs", "normalize", "frame_stack", "callback", "env_wrapper"}
 UNSUPPORTED = {"normalize", "frame_stack", "callback", "env_wrapper"}
 
 
@@ -84,8 +84,24 @@ def parse_policy_kwargs(text: str | dict) -> dict[str, Any]:
     return value
 
 
+def config_dirs() -> list[Path]:
+    """Where the shipped hyperparameter files may be, in order.
+
+    ``tempest_gym/zoo_configs/`` (an installed package: setup.py installs the checkout's top-level
+    ``zoo_configs/`` there as package data), then ``zoo_configs/`` beside the package (a checkout, or
+    an editable install).
+    """
+    return [PACKAGE_DIR / "zoo_configs", PACKAGE_DIR.parent / "zoo_configs"]
+
+
 def default_config_file(algo: str) -> Path:
-    return ROOT / "zoo_configs" / f"{algo}.yml"
+    """The shipped ``<algo>.yml``, whether tempest-gym runs from a checkout or an installed wheel."""
+    candidates = [d / f"{algo}.yml" for d in config_dirs()]
+    for c in candidates:
+        if c.is_file():
+            return c
+    tried = ", ".join(str(c) for c in candidates)
+    raise FileNotFoundError(f"no hyperparameter file for {algo!r} (tried {tried}); pass one with -conf")
 
 
 def load_hyperparams(conf_file: str | os.PathLike, env_id: str) -> dict[str, Any]:
@@ -100,12 +116,15 @@ def load_hyperparams(conf_file: str | os.PathLike, env_id: str) -> dict[str, Any
     return dict(data[env_id])
 
 
-def parse_override(items: list[str] | None) -> dict[str, Any]:
-    """``--hyperparams learning_rate:1e-4 env_kwargs:"dict(num_envs=2)"`` -> dict (YAML-typed values)."""
+def parse_override(items: list[str] | None, flag: str = "--hyperparams") -> dict[str, Any]:
+    """``--hyperparams learning_rate:1e-4 env_kwargs:"dict(num_envs=2)"`` -> dict (YAML-typed values).
+
+    ``--env-kwargs start_level:5 lives:1`` is read the same way (``flag`` names it in errors).
+    """
     out: dict[str, Any] = {}
     for item in items or []:
         if ":" not in item:
-            raise ValueError(f"--hyperparams expects key:value, got {item!r}")
+            raise ValueError(f"{flag} expects key:value, got {item!r}")
         key, raw = item.split(":", 1)
         value = yaml.safe_load(raw)
         if isinstance(value, str):
@@ -130,6 +149,42 @@ def check_keys(hyperparams: dict[str, Any], algo_class: type, source: str) -> No
             near = difflib.get_close_matches(key, sorted(valid), n=3)
             hint = f" (did you mean {', '.join(near)}?)" if near else ""
             raise ValueError(f"{source}: unknown hyperparameter {key!r} for {algo_class.__name__}{hint}")
+
+
+def requested_num_envs(hyperparams: dict[str, Any], source: str) -> int | None:
+    """The number of emulators a set of hyperparameters asks for, or None.
+
+    The Zoo's top-level ``n_envs`` and ``env_kwargs: {num_envs: N}`` (the VecEnv's own name) mean the
+    same thing here, since one ``TempestVecEnv`` owns all instances; given both, they must agree.
+    """
+    env_kwargs = hyperparams.get("env_kwargs") or {}
+    if isinstance(env_kwargs, str):
+        env_kwargs = parse_policy_kwargs(env_kwargs)
+    values = {k: v for k, v in (("n_envs", hyperparams.get("n_envs")), ("env_kwargs num_envs",
+              env_kwargs.get("num_envs"))) if v is not None}  # fmt: skip
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{source}: {key} must be a positive integer, got {value!r}")
+    if len(set(values.values())) > 1:
+        raise ValueError(f"{source}: n_envs ({values['n_envs']}) and env_kwargs num_envs "
+                         f"({values['env_kwargs num_envs']}) disagree; give one of them")  # fmt: skip
+    return next(iter(values.values()), None)
+
+
+def check_env_keys(env_kwargs: dict[str, Any], source: str) -> None:
+    """Refuse env_kwargs ``TempestVecEnv`` does not take, with the closest valid names."""
+    import difflib
+
+    from tempest_gym.vec_env import TempestVecEnv
+
+    valid = set(inspect.signature(TempestVecEnv.__init__).parameters) - {"self", "seed"}
+    for key in env_kwargs:
+        if key == "seed":
+            raise ValueError(f"{source}: the env's seed comes from --seed, not from env_kwargs")
+        if key not in valid:
+            near = difflib.get_close_matches(key, sorted(valid), n=3)
+            hint = f" (did you mean {', '.join(near)}?)" if near else ""
+            raise ValueError(f"{source}: TempestVecEnv takes no argument {key!r}{hint}")
 
 
 def preprocess(hyperparams: dict[str, Any]) -> dict[str, Any]:

@@ -47,7 +47,7 @@ def test_shipped_config_prepares_and_cli_overrides_win():
     assert n_timesteps == 1234 and policy == "MlpPolicy"
     assert env_kwargs["num_envs"] == 3 and env_kwargs["start_level"] == 5
     assert hp["n_steps"] == 7 and callable(hp["expert_ratio"])
-    assert saved["env_kwargs"]["num_envs"] == 2, "config.yml keeps the YAML; CLI args go to args.yml"
+    assert saved["n_envs"] == 2, "config.yml keeps the YAML; CLI args go to args.yml"
 
 
 def test_find_model_picks_latest_run(tmp_path):
