@@ -1,6 +1,6 @@
 """``TempestVecEnv``: N real MAME instances as one Stable-Baselines3 ``VecEnv``.
 
-Semantics (docs/env.md has the long version):
+Semantics (docs/env.md has the long version, with the infos and the index-taking methods):
 
 * one step = one game tick (~27 per emulated second) of every instance, in lockstep;
 * the action is the hybrid action encoded as ``Box([0, -1], [3, 1])``: column 0 rounds to the
@@ -300,12 +300,29 @@ class TempestVecEnv(VecEnv):
         return [getattr(self, attr_name) for _ in self._get_indices(indices)]
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        """Set an attribute of the instances in ``indices`` (default: all).
+
+        All instances live in this one object and share its attributes (reward scales, ``max_spin``, ...),
+        so the indices must name every instance: setting one for only some of them cannot be honoured and
+        raises ``ValueError`` rather than changing the others too.
+        """
+        targets = self._get_indices(indices)
+        if set(targets) != set(range(self.num_envs)):
+            raise ValueError(
+                f"TempestVecEnv attributes are shared by all {self.num_envs} instances: cannot set {attr_name!r} "
+                f"for indices {sorted(set(targets))} only (use indices=None)"
+            )
         setattr(self, attr_name, value)
 
     def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
-        """All instances live in this one object: the method runs once, its result is reported per index."""
-        result = getattr(self, method_name)(*method_args, **method_kwargs)
-        return [result for _ in self._get_indices(indices)]
+        """Call ``method_name`` once per index (default: every instance) and return the results in order.
+
+        As SB3 documents for ``VecEnv.env_method``: one call per targeted instance. All instances live in this
+        one object, so each call goes to its method; methods that act on particular instances take them as an
+        argument (``request_reset(indices)``): call those directly.
+        """
+        method = getattr(self, method_name)
+        return [method(*method_args, **method_kwargs) for _ in self._get_indices(indices)]
 
     def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
         return [False for _ in self._get_indices(indices)]
@@ -313,12 +330,17 @@ class TempestVecEnv(VecEnv):
     def get_images(self) -> Sequence[np.ndarray | None]:
         return [None for _ in range(self.num_envs)]
 
-    def _get_indices(self, indices: VecEnvIndices) -> Iterable[int]:
+    def _get_indices(self, indices: VecEnvIndices) -> list[int]:
+        """``None``, an index or an iterable of indices -> a list of indices (negative ones count from the end)."""
         if indices is None:
-            return range(self.num_envs)
-        if isinstance(indices, int):
-            return [indices]
-        return indices
+            return list(range(self.num_envs))
+        items = [indices] if isinstance(indices, (int, np.integer)) else list(indices)
+        out = []
+        for i in items:
+            if not -self.num_envs <= int(i) < self.num_envs:
+                raise IndexError(f"env index {i} out of range for {self.num_envs} instances")
+            out.append(int(i) % self.num_envs)
+        return out
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):

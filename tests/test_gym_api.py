@@ -58,7 +58,7 @@ def test_gym_make_vec_uses_the_vector_entry_point(rompath):
 
 
 def test_sb3_vecmonitor_reports_episodes(rompath):
-    venv = VecMonitor(tempest_gym.make_vec_env(num_envs=1, rompath=rompath, expert=False, lives=2))
+    venv = VecMonitor(tempest_gym.make_tempest_vec_env(num_envs=1, rompath=rompath, expert=False, lives=2))
     try:
         venv.reset()
         episodes = []

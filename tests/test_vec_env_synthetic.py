@@ -91,8 +91,8 @@ def test_full_reset_cancels_pending_instance_resets(synthetic):
     try:
         env.reset()
         env.step(np.zeros((2, 2), np.float32))
-        env.env_method("request_reset", [1])
-        assert env._resets.tolist() == [1, 1]  # env_method ran the request once, not once per index
+        env.request_reset([1])
+        assert env._reset_next.tolist() == [False, True] and env._resets.tolist() == [1, 1]
         env.reset()  # restarts every instance: the request is void
         _, _, dones, infos = env.step(np.zeros((2, 2), np.float32))
         assert not dones.any() and not any("episode" in i for i in infos)
