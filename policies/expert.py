@@ -36,7 +36,7 @@ FAR = 1.0e3  # "no danger": ticks
 
 
 def flipper_speed(level: np.ndarray) -> np.ndarray:
-    """Flipper climb speed in depth units per tick (tempest-ram.md 2.10, ``TINVIN``)."""
+    """Flipper climb speed in depth units per tick (docs/ram.md 2.10, ``TINVIN``)."""
     lv = np.clip(np.asarray(level, dtype=np.float64), 1, 99)
     byte = np.select(
         [lv <= 8, lv <= 16, lv <= 25, lv <= 32, lv <= 39, lv <= 48, lv <= 64],

@@ -2,7 +2,7 @@
 
 Every instance gets its own scratch directory (cfg, nvram, save states, snapshots) and runs
 with ``-noreadconfig``: a shared cfg or a saved high-score table would change the game's
-trajectory and leak dip-switch settings between runs (mame-lua.md 4.2).
+trajectory and leak dip-switch settings between runs (docs/mame.md 8).
 """
 
 from __future__ import annotations

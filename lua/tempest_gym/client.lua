@@ -367,7 +367,7 @@ function client.start(lua_dir)
 		end
 	end)
 	-- MAME 0.251 with the system Lua 5.3 segfaults at exit after any autoboot script unless
-	-- the script leaves through os.exit from the stop callback (mame-lua.md 0.2)
+	-- the script leaves through os.exit from the stop callback (docs/mame.md 2)
 	on_stop(function()
 		stop_recording()
 		if conn then

@@ -1,6 +1,6 @@
 -- tempest-gym: Tempest RAM -> the flat state vector described by lua/state_layout.tsv.
 --
--- RAM facts (addresses, encodings) are from ../shared/reference/tempest-ram.md. Each tick the
+-- RAM facts (addresses, encodings) are in docs/ram.md. Each tick the
 -- client reads $0000-$03FF once with read_range and hands the bytes here as a table R with
 -- R[addr + 1] = byte. Features are written by group name into the layout's slots, so the
 -- order lives only in the layout file; `check_complete` catches a layout row with no code.
