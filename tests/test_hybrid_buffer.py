@@ -1,4 +1,5 @@
-"""CompactReplayBuffer: n-step returns, chains across envs, gaps, codecs, boundary ring, pickling."""
+"""CompactReplayBuffer: n-step returns, chains across envs, gaps, codecs, boundary ring, pickling, expert
+labels."""
 
 from __future__ import annotations
 
@@ -315,3 +316,103 @@ def test_sb3_style_add_uses_infos():
     )
     assert buf.size() == 1
     np.testing.assert_array_equal(buf.stored_actions(), [[1, 0.5]])
+
+
+def test_bytes_per_transition_figure():
+    layout = default_layout()
+    buf = CompactReplayBuffer(
+        160_000, spaces.Box(layout.low, layout.high, dtype=np.float32), ACTION_SPACE, device="cpu", layout=layout
+    )
+    # 245 uint8 codes + 19 B of fields + a 16th of a boundary entry (245 + 4 B); pending is negligible
+    assert buf.bytes_per_transition == pytest.approx(245 + 19 + 249 / 16, abs=0.01)  # 279.56 B
+
+
+# ---------------------------------------------------------------------------------------------- expert labels
+def test_expert_labels_round_trip_through_add_and_sample():
+    """Every stored transition keeps the expert's label for its observation, whoever acted; rows without one
+    sample as choice -1, parameter 0."""
+    buf = make_buffer(3, n_steps=2)
+    labels = np.array([[2, 0.25], [3, -1 / 31], [1, 0.5]], np.float32)
+    for t in range(4):
+        buf.add_step(
+            o((0, t, 0), (1, t, 0), (2, t, 0)),
+            o((0, t + 1, 0), (1, t + 1, 0), (2, t + 1, 0)),
+            np.array([[0, 0.1], [1, 0.2], [2, 0.3]], np.float32),  # what ran: not the labels
+            np.zeros(3),
+            np.zeros(3, bool),
+            np.zeros(3, bool),
+            store=np.array([True, True, t != 1]),  # env2 not in control at t=1: no transition, no label
+            sources=np.array([0, 1, 2]),  # model, random, expert
+            expert_actions=labels + np.float32(t),  # the expert's action for obs at t (choices clip to 0..3)
+            expert_valid=np.array([True, t % 2 == 0, True]),
+        )
+    actions, valid = buf.stored_expert_labels()
+    sources = buf.stored_sources()
+    obs = buf.stored_observations()
+    assert len(valid) == 11
+    for row in range(11):
+        env, t = int(obs[row, 0]), int(obs[row, 1])
+        assert sources[row] == env
+        expected_valid = env != 1 or t % 2 == 0
+        assert valid[row] == expected_valid, (env, t)
+        if expected_valid:
+            label = labels[env] + t
+            np.testing.assert_allclose(actions[row], [min(label[0], 3), np.clip(label[1], -1, 1)], rtol=1e-6)
+        else:
+            assert np.isnan(actions[row]).all()
+    s = buf._get_samples(np.arange(11))
+    assert s.expert_choices.dtype == th.int64 and s.expert_params.dtype == th.float32
+    np.testing.assert_array_equal(s.expert_choices.numpy() >= 0, valid)
+    np.testing.assert_array_equal(s.expert_choices.numpy()[valid], actions[valid, 0])
+    np.testing.assert_array_equal(s.expert_params.numpy()[valid], actions[valid, 1])
+    assert (s.expert_choices.numpy()[~valid] == -1).all() and (s.expert_params.numpy()[~valid] == 0).all()
+    # random batches carry the labels of the drawn observations
+    r = buf.sample(256)
+    env_of = r.observations[:, 0].long().numpy()
+    t_of = r.observations[:, 1].long().numpy()
+    has = (env_of != 1) | (t_of % 2 == 0)
+    np.testing.assert_array_equal(r.expert_choices.numpy() >= 0, has)
+    np.testing.assert_allclose(
+        r.expert_params.numpy()[has], np.clip(labels[env_of[has], 1] + t_of[has], -1, 1), rtol=1e-6
+    )
+
+
+def test_no_expert_actions_means_no_labels_and_slots_are_relabelled_when_reused():
+    buf = make_buffer(1, size=4)
+    for t in range(4):
+        step(buf, o((0, t, 0)), o((0, t + 1, 0)), [0], term=(0,), trunc=(0,), store=(1,))
+    assert not buf.stored_expert_labels()[1].any()
+    for t in range(4, 8):  # the ring wraps: every slot gets its new transition's label
+        buf.add_step(o((0, t, 0)), o((0, t + 1, 0)), np.zeros((1, 2)), np.zeros(1), np.zeros(1, bool),
+                     np.zeros(1, bool), expert_actions=np.array([[1, 0.5]]))  # fmt: skip
+    actions, valid = buf.stored_expert_labels()
+    assert valid.all()
+    np.testing.assert_array_equal(actions, np.tile([1, 0.5], (4, 1)))
+    for t in range(8, 10):
+        step(buf, o((0, t, 0)), o((0, t + 1, 0)), [0], term=(0,), trunc=(0,), store=(1,))
+    assert buf.stored_expert_labels()[1].tolist() == [True, True, False, False]
+
+
+def test_labels_survive_pickling_and_old_pickles_load_without_labels():
+    buf = make_buffer(2, size=1000)
+    for t in range(10):
+        buf.add_step(o((0, t, 0), (1, t, 0)), o((0, t + 1, 0), (1, t + 1, 0)), np.zeros((2, 2)), np.ones(2),
+                     np.zeros(2, bool), np.zeros(2, bool), store=np.array([True, t % 3 != 1]),
+                     expert_actions=np.array([[1, t / 10], [2, -t / 10]]))  # fmt: skip
+    loaded = pickle.loads(pickle.dumps(buf))
+    for a, b in zip(loaded.stored_expert_labels(), buf.stored_expert_labels(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # a buffer pickled before labels existed: no labels, and it keeps growing
+    state = buf.__getstate__()
+    for k in ("e_choice", "e_param"):
+        del state[k]
+    old = CompactReplayBuffer.__new__(CompactReplayBuffer)
+    old.__setstate__(state)
+    assert not old.stored_expert_labels()[1].any()
+    s = old._get_samples(np.arange(old.size()))
+    assert (s.expert_choices == -1).all() and (s.expert_params == 0).all()
+    np.testing.assert_allclose(s.discounts[:, 0].numpy(), 0.5 ** s.steps.numpy())
+    old.close_open_transitions()
+    step(old, o((0, 10, 0), (1, 10, 0)), o((0, 11, 0), (1, 11, 0)), [1, 1])
+    assert len(old.obs) == 1000 and len(old.e_choice) == 1000 and old.stored_expert_labels()[1].sum() == 0
+    old.sample(64)

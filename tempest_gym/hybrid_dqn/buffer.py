@@ -11,6 +11,8 @@ array          shape        content
 ``reward``     (C,)         float32
 ``flags``      (C,)         uint8: DONE, TRUNC, GAP, OPEN, LOST bits and the 2-bit action source
 ``next_ptr``   (C,)         int32: where the next observation is (see below)
+``e_choice``   (C,)         uint8: the expert's choice for ``obs`` (255: no label)
+``e_param``    (C,)         float32: the expert's parameter for ``obs`` (0 where no label)
 ``b_obs``      (Cb, D)      next observations that are not the next stored one (episode ends, gaps)
 ``b_owner``    (Cb,)        int32: transition owning each boundary entry
 ``pending``    (N, D)       next observation of each env's newest transition
@@ -27,9 +29,9 @@ when it wraps while the owner is still live, the owner is flagged LOST and sampl
 terminal (a terminal target does not need the next observation). ``lost_count`` reports it; raise
 ``boundary_size`` if it is not zero.
 
-Bytes per transition: ``D * itemsize + 14 + (D * itemsize + 4) * Cb / C``; for Tempest (D = 245, uint8) and
-the default ``Cb = C / 16`` that is 274.6 B, against 1,980 B for SB3's float32 ``ReplayBuffer`` (obs and
-next_obs; the 1,620 B often quoted is for D = 200). 2M transitions: 549 MB. The arrays
+Bytes per transition: ``D * itemsize + 19 + (D * itemsize + 4) * Cb / C``; for Tempest (D = 245, uint8) and
+the default ``Cb = C / 16`` that is 279.6 B, against 1,980 B for SB3's float32 ``ReplayBuffer`` (obs and
+next_obs; the 1,620 B often quoted is for D = 200). 2M transitions: 559 MB. The arrays
 are allocated on the first ``add`` with ``np.zeros``, whose pages the OS only maps when written, so resident
 memory grows with the fill level.
 
@@ -65,6 +67,11 @@ STOP = BOUNDARY | OPEN
 
 SOURCE_MODEL, SOURCE_RANDOM, SOURCE_EXPERT = 0, 1, 2
 SOURCE_NAMES = ("model", "random", "expert")
+NO_LABEL = 255  # e_choice of a transition without the expert's label
+
+# per-transition arrays (same length, trimmed together when pickled); boundary ring arrays
+TRANSITION_ARRAYS = ("obs", "choice", "param", "reward", "flags", "next_ptr", "e_choice", "e_param")
+BOUNDARY_ARRAYS = ("b_obs", "b_owner")
 
 
 class HybridReplaySamples(NamedTuple):
@@ -80,6 +87,8 @@ class HybridReplaySamples(NamedTuple):
     params: th.Tensor  # (B,) float32 parameter
     sources: th.Tensor  # (B,) int64: 0 model, 1 random, 2 expert
     steps: th.Tensor  # (B,) int64: transitions in the window (1..n_steps)
+    expert_choices: th.Tensor  # (B,) int64: the expert's choice for ``observations``, -1 where no label
+    expert_params: th.Tensor  # (B,) float32: the expert's parameter for ``observations``, 0 where no label
 
 
 class CompactReplayBuffer(ReplayBuffer):
@@ -164,6 +173,8 @@ class CompactReplayBuffer(ReplayBuffer):
         self.reward = np.zeros(c, dtype=np.float32)
         self.flags = np.zeros(c, dtype=np.uint8)
         self.next_ptr = np.zeros(c, dtype=np.int32)
+        self.e_choice = np.full(c, NO_LABEL, dtype=np.uint8)
+        self.e_param = np.zeros(c, dtype=np.float32)
         self.b_obs = np.zeros((cb, d), dtype=self.codec.dtype)
         self.b_owner = np.full(cb, -1, dtype=np.int32)
         self._allocated = True
@@ -174,17 +185,16 @@ class CompactReplayBuffer(ReplayBuffer):
             self._allocate()
             return
         if len(self.obs) < self.buffer_size or len(self.b_obs) < self.boundary_size:
-            old = {k: getattr(self, k) for k in ("obs", "choice", "param", "reward", "flags", "next_ptr")}
-            old_b = {k: getattr(self, k) for k in ("b_obs", "b_owner")}
+            old = {k: getattr(self, k) for k in (*TRANSITION_ARRAYS, *BOUNDARY_ARRAYS)}
             self._allocate()
-            for k, v in {**old, **old_b}.items():
+            for k, v in old.items():
                 getattr(self, k)[: len(v)] = v
 
     @property
     def nbytes(self) -> int:
         """Bytes of all arrays at full capacity (whether or not allocated yet)."""
         item = self.codec.dtype.itemsize
-        per = self.obs_dim * item + 1 + 4 + 4 + 1 + 4
+        per = self.obs_dim * item + 1 + 4 + 4 + 1 + 4 + 1 + 4
         return self.buffer_size * per + self.boundary_size * (self.obs_dim * item + 4) + self.pending.nbytes
 
     @property
@@ -231,6 +241,9 @@ class CompactReplayBuffer(ReplayBuffer):
         truncated: np.ndarray,
         store: np.ndarray | None = None,
         sources: np.ndarray | None = None,
+        *,
+        expert_actions: np.ndarray | None = None,
+        expert_valid: np.ndarray | None = None,
     ) -> None:
         """Add one vectorised env step.
 
@@ -243,12 +256,21 @@ class CompactReplayBuffer(ReplayBuffer):
         :param store: (N,) which envs' transitions to keep (False: the agent was not in control). An env that
             does not store breaks its chain: its previous transition becomes a GAP.
         :param sources: (N,) action source (0 model, 1 random, 2 expert)
+        :param expert_actions: (N, 2) the expert's action for ``obs`` (Box encoding), whoever acted
+        :param expert_valid: (N,) which rows of ``expert_actions`` are labels (default: all, when given)
         """
         n = self.n_envs
         store = np.ones(n, dtype=bool) if store is None else np.asarray(store, dtype=bool).reshape(n)
         sources = np.zeros(n, dtype=np.uint8) if sources is None else np.asarray(sources).reshape(n).astype(np.uint8)
         terminated = np.asarray(terminated, dtype=bool).reshape(n)
         truncated = np.asarray(truncated, dtype=bool).reshape(n) & ~terminated
+        if expert_actions is None:
+            e_valid = np.zeros(n, dtype=bool)
+            e_actions = np.zeros((n, 2), dtype=np.float32)
+        else:
+            e_actions = np.asarray(expert_actions, dtype=np.float32).reshape(n, 2)
+            e_valid = np.ones(n, dtype=bool) if expert_valid is None else np.asarray(expert_valid, bool).reshape(n)
+            e_valid = e_valid & np.isfinite(e_actions).all(axis=1)
         env_ids = np.flatnonzero(store)
         m = len(env_ids)
         if m > self.buffer_size:
@@ -258,6 +280,8 @@ class CompactReplayBuffer(ReplayBuffer):
         codes = self.codec.encode(np.asarray(obs).reshape(n, self.obs_dim)[env_ids])
         next_codes = self.codec.encode(np.asarray(next_obs).reshape(n, self.obs_dim)[env_ids])
         rewards = np.asarray(rewards, dtype=np.float32).reshape(n)[env_ids]
+        e_choice = np.where(e_valid, self.spec.choices(e_actions), NO_LABEL).astype(np.uint8)
+        e_param = np.where(e_valid, self.spec.params(e_actions), 0.0).astype(np.float32)
         with self._lock:
             self._ensure_capacity()
             if m:
@@ -270,6 +294,8 @@ class CompactReplayBuffer(ReplayBuffer):
                     terminated[env_ids],
                     truncated[env_ids],
                     sources[env_ids],
+                    e_choice[env_ids],
+                    e_param[env_ids],
                 )
             # envs that stepped without storing: their newest transition's successor is not the next stored one
             self._close_open(np.flatnonzero(~store & (self.open_slot >= 0)), GAP)
@@ -284,6 +310,8 @@ class CompactReplayBuffer(ReplayBuffer):
         term: np.ndarray,
         trunc: np.ndarray,
         sources: np.ndarray,
+        e_choice: np.ndarray,
+        e_param: np.ndarray,
     ) -> None:
         m = len(env_ids)
         slots = (self.pos + np.arange(m)) % self.buffer_size
@@ -300,6 +328,8 @@ class CompactReplayBuffer(ReplayBuffer):
         self.choice[slots] = self.spec.choices(actions)
         self.param[slots] = self.spec.params(actions)
         self.reward[slots] = rewards
+        self.e_choice[slots] = e_choice
+        self.e_param[slots] = e_param
         flags = (sources.astype(np.uint8) << SRC_SHIFT) | np.where(term, DONE, 0) | np.where(trunc, TRUNC, 0)
         self.flags[slots] = np.where(ended, flags, flags | OPEN).astype(np.uint8)
         # chain still open: the next observation waits in pending
@@ -375,8 +405,9 @@ class CompactReplayBuffer(ReplayBuffer):
     def nstep_targets(self, slots: np.ndarray, env: VecNormalize | None = None) -> dict[str, np.ndarray]:
         """n-step windows starting at ``slots`` (numpy, for sampling and for tests; call under ``lock``).
 
-        Returns ``returns``, ``steps``, ``end`` (last slot of the window), ``done``, ``valid`` and
-        ``boot_codes`` (codes of the observation to bootstrap from).
+        Returns ``returns``, ``steps`` (transitions in the window), ``discount`` (bootstrap discount, ``gamma **
+        steps``), ``end`` (last slot of the window), ``done``, ``valid`` and ``boot_codes`` (codes of the
+        observation to bootstrap from).
         """
         slots = np.asarray(slots, dtype=np.int64)
         ret = np.zeros(len(slots), dtype=np.float64)
@@ -407,7 +438,15 @@ class CompactReplayBuffer(ReplayBuffer):
         boot[m_open] = self.pending[ptr[m_open]]
         boot[m_bnd] = self.b_obs[ptr[m_bnd]]
         boot[m_lnk] = self.obs[ptr[m_lnk]]
-        return {"returns": ret, "steps": steps, "end": end, "done": done, "valid": valid, "boot_codes": boot}
+        return {
+            "returns": ret,
+            "steps": steps,
+            "discount": self.gamma ** steps.astype(np.float64),
+            "end": end,
+            "done": done,
+            "valid": valid,
+            "boot_codes": boot,
+        }
 
     def sample(self, batch_size: int, env: VecNormalize | None = None) -> HybridReplaySamples:  # type: ignore[override]
         """Uniform sample of ``batch_size`` transitions (with replacement) with their n-step targets."""
@@ -427,22 +466,28 @@ class CompactReplayBuffer(ReplayBuffer):
                     win[k][bad] = v
             else:
                 raise RuntimeError("could not draw valid transitions: boundary_size is far too small")
-            obs_codes = self.obs[slots]
-            choice = self.choice[slots].astype(np.int64)
-            param = self.param[slots].copy()
-            sources = ((self.flags[slots] >> SRC_SHIFT) & 3).astype(np.int64)
-        return self._to_samples(obs_codes, choice, param, sources, win, env)
+            rows = self._rows(slots)
+        return self._to_samples(*rows, win, env)
 
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> HybridReplaySamples:  # type: ignore[override]
         """The transitions at the given slots (no redraw of LOST ones)."""
         with self._lock:
             slots = np.asarray(batch_inds, dtype=np.int64)
             win = self.nstep_targets(slots, env)
-            obs_codes = self.obs[slots]
-            choice = self.choice[slots].astype(np.int64)
-            param = self.param[slots].copy()
-            sources = ((self.flags[slots] >> SRC_SHIFT) & 3).astype(np.int64)
-        return self._to_samples(obs_codes, choice, param, sources, win, env)
+            rows = self._rows(slots)
+        return self._to_samples(*rows, win, env)
+
+    def _rows(self, slots: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Copies of the per-transition fields at ``slots`` (under ``lock``)."""
+        e_choice = self.e_choice[slots]
+        return (
+            self.obs[slots],
+            self.choice[slots].astype(np.int64),
+            self.param[slots].copy(),
+            ((self.flags[slots] >> SRC_SHIFT) & 3).astype(np.int64),
+            np.where(e_choice == NO_LABEL, -1, e_choice.astype(np.int64)),
+            self.e_param[slots].copy(),
+        )
 
     def _to_samples(
         self,
@@ -450,6 +495,8 @@ class CompactReplayBuffer(ReplayBuffer):
         choice: np.ndarray,
         param: np.ndarray,
         sources: np.ndarray,
+        e_choice: np.ndarray,
+        e_param: np.ndarray,
         win: dict[str, np.ndarray],
         env: VecNormalize | None,
     ) -> HybridReplaySamples:
@@ -464,11 +511,13 @@ class CompactReplayBuffer(ReplayBuffer):
             next_observations=t(next_obs),  # type: ignore[arg-type]
             dones=t(win["done"].astype(np.float32)[:, None]),
             rewards=t(win["returns"].astype(np.float32)[:, None]),
-            discounts=t((self.gamma ** win["steps"]).astype(np.float32)[:, None]),
+            discounts=t(win["discount"].astype(np.float32)[:, None]),
             choices=t(choice),
             params=t(param),
             sources=t(sources),
             steps=t(win["steps"]),
+            expert_choices=t(e_choice),
+            expert_params=t(e_param),
         )
 
     def to_torch(self, array: np.ndarray, copy: bool = False) -> th.Tensor:
@@ -489,6 +538,18 @@ class CompactReplayBuffer(ReplayBuffer):
             if not len(idx):
                 return np.zeros((0, 2), np.float32)
             return self.spec.encode(self.choice[idx], self.param[idx])
+
+    def stored_expert_labels(self) -> tuple[np.ndarray, np.ndarray]:
+        """The expert's label of every live transition, oldest first: actions (n, 2) in the Box encoding (NaN
+        where none) and whether there is one (n,)."""
+        with self._lock:
+            idx = self._live_slots()
+            if not len(idx):
+                return np.zeros((0, 2), np.float32), np.zeros(0, bool)
+            valid = self.e_choice[idx] != NO_LABEL
+            actions = self.spec.encode(np.where(valid, self.e_choice[idx], 0), self.e_param[idx])
+            actions[~valid] = np.nan
+            return actions, valid
 
     def stored_observations(self) -> np.ndarray:
         """Decoded observations of every live transition, oldest first."""
@@ -515,13 +576,20 @@ class CompactReplayBuffer(ReplayBuffer):
             state = self.__dict__.copy()
         del state["_lock"]
         if self._allocated and not self.full:
-            for k in ("obs", "choice", "param", "reward", "flags", "next_ptr"):
+            for k in TRANSITION_ARRAYS:
                 state[k] = state[k][: self.pos]
         if self._allocated and not self.b_full:
-            for k in ("b_obs", "b_owner"):
+            for k in BOUNDARY_ARRAYS:
                 state[k] = state[k][: self.b_pos]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.RLock()
+        # buffers pickled before the expert labels: no labels
+        if self._allocated:
+            c = len(self.obs)
+            defaults = {"e_choice": (np.uint8, NO_LABEL), "e_param": (np.float32, 0)}
+            for k, (dtype, fill) in defaults.items():
+                if k not in state:
+                    setattr(self, k, np.full(c, fill, dtype=dtype))

@@ -1,0 +1,79 @@
+"""What HybridDQN stores: the expert's label with every transition."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper
+from synthetic_env import HybridChoiceEnv
+
+from tempest_gym.hybrid_dqn import HybridDQN
+from tempest_gym.hybrid_dqn.buffer import SOURCE_EXPERT, SOURCE_MODEL, SOURCE_RANDOM
+
+th.set_num_threads(1)
+
+SMALL = dict(net_arch=[32, 32])
+
+
+def model(env, **kw: Any) -> HybridDQN:
+    args: dict[str, Any] = dict(
+        buffer_size=5_000, learning_starts=100, batch_size=32, train_freq=1, target_update_interval=50, seed=0
+    )
+    args.update(kw)
+    args.setdefault("policy_kwargs", SMALL)
+    args.setdefault("replay_buffer_kwargs", dict(boundary_size=args["buffer_size"] // 2))
+    return HybridDQN("MlpPolicy", env, **args)
+
+
+class Recorder(VecEnvWrapper):
+    """Keeps every step's commanded actions, returned observations and infos."""
+
+    def __init__(self, venv):
+        super().__init__(venv)
+        self.steps: list[tuple[np.ndarray, np.ndarray, list[dict]]] = []
+        self._actions: np.ndarray | None = None
+
+    def reset(self):
+        return self.venv.reset()
+
+    def step_async(self, actions):
+        self._actions = np.array(actions, copy=True)
+        self.venv.step_async(actions)
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        self.steps.append((self._actions, np.array(obs, copy=True), [dict(i) for i in infos]))
+        return obs, rewards, dones, infos
+
+
+# ---------------------------------------------------------------------------------------------- expert labels
+def test_every_stored_transition_has_the_experts_label_for_its_observation():
+    """Model-, random- and expert-driven transitions all carry the expert's action for their observation."""
+    env = DummyVecEnv([lambda: HybridChoiceEnv(quantize=31, uncontrolled_prob=0.2) for _ in range(3)])
+    m = model(env, expert_ratio=0.3, exploration_initial_eps=0.3, exploration_final_eps=0.3, learning_starts=200,
+              train_freq=8)  # fmt: skip
+    m.learn(1500)
+    buf = m.replay_buffer
+    obs, sources = buf.stored_observations(), buf.stored_sources()
+    labels, valid = buf.stored_expert_labels()
+    assert {SOURCE_MODEL, SOURCE_RANDOM, SOURCE_EXPERT} <= set(sources.tolist())
+    assert valid.all()
+    # HybridChoiceEnv's expert plays (c, t) for the observation one-hot(c), t (float16 codes: t to 1e-3)
+    np.testing.assert_array_equal(labels[:, 0], obs[:, :4].argmax(axis=1))
+    np.testing.assert_allclose(labels[:, 1], obs[:, 4], atol=1e-3)
+    # the expert's transitions: the label is what was commanded (the env executes its quantised version)
+    expert = sources == SOURCE_EXPERT
+    np.testing.assert_allclose(buf.stored_actions()[expert], labels[expert], atol=0.5 / 31 + 1e-6)
+    # and they reach the sampled batches
+    s = buf.sample(512)
+    np.testing.assert_array_equal(s.expert_choices.numpy(), s.observations[:, :4].argmax(dim=1).numpy())
+
+
+def test_no_expert_no_labels():
+    env = DummyVecEnv([lambda: HybridChoiceEnv(with_expert=False) for _ in range(2)])
+    m = model(env, expert_ratio=1.0, learning_starts=10**9)
+    m.learn(200)
+    assert not m.replay_buffer.stored_expert_labels()[1].any()
+    assert (m.replay_buffer.sample(64).expert_choices == -1).all()
