@@ -1,5 +1,5 @@
-"""CompactReplayBuffer: n-step returns, chains across envs, gaps, codecs, boundary ring, pickling, expert
-labels."""
+"""CompactReplayBuffer: n-step returns, chains across envs, uncontrolled ticks, codecs, boundary ring, pickling,
+expert labels."""
 
 from __future__ import annotations
 
@@ -54,18 +54,18 @@ def step(buf, obs, nxt, rewards, term=(0, 0), trunc=(0, 0), store=(1, 1), action
     )
 
 
-def test_nstep_hand_computed_two_envs_terminal_truncation_gap():
+def test_nstep_hand_computed_two_envs_terminal_truncation_uncontrolled_tick():
     """gamma = 0.5, n = 3. Slots in write order (storing envs ascending each step):
 
     step 0: env0 t0 r=1 (slot 0)          env1 t0 r=1 (slot 1)
-    step 1: env0 t1 r=2 (slot 2)          env1 not in control (gap after slot 1)
+    step 1: env0 t1 r=2 (slot 2)          env1 not in control, r=8 (joined to slot 1: its successor is slot 4)
     step 2: env0 t2 r=4 TERMINAL (slot 3) env1 t2 r=2 (slot 4)
     step 3: env0 t3 r=8 (slot 5, open)    env1 t3 r=4 TRUNCATED (slot 6)
     """
     buf = make_buffer(2)
     # observations: (env, time, 0); terminal observations (env, time, 9); reset observations (env, time, 5)
     step(buf, o((0, 0, 0), (1, 0, 0)), o((0, 1, 0), (1, 1, 0)), [1, 1])
-    step(buf, o((0, 1, 0), (1, 1, 0)), o((0, 2, 0), (1, 2, 0)), [2, 0], store=(1, 0))
+    step(buf, o((0, 1, 0), (1, 1, 0)), o((0, 2, 0), (1, 2, 0)), [2, 8], store=(1, 0))
     step(buf, o((0, 2, 0), (1, 2, 0)), o((0, 3, 9), (1, 3, 0)), [4, 2], term=(1, 0))
     step(buf, o((0, 3, 5), (1, 3, 0)), o((0, 4, 0), (1, 4, 9)), [8, 4], trunc=(0, 1))
     assert buf.size() == 7
@@ -73,7 +73,8 @@ def test_nstep_hand_computed_two_envs_terminal_truncation_gap():
     expected = {
         # slot: (return, steps, done, bootstrap observation)
         0: (1 + 0.5 * 2 + 0.25 * 4, 3, True, (0, 3, 9)),
-        1: (1, 1, False, (1, 1, 0)),  # gap: bootstrap from its own next obs, not from env1's t2
+        # the uncontrolled tick's reward and discount join slot 1, which leads to slot 4 (never to (1, 1, 0))
+        1: (1 + 0.5 * 8 + 0.25 * 2 + 0.125 * 4, 3, False, (1, 4, 9)),
         2: (2 + 0.5 * 4, 2, True, (0, 3, 9)),
         3: (4, 1, True, (0, 3, 9)),
         4: (2 + 0.5 * 4, 2, False, (1, 4, 9)),  # truncation: bootstrap from the terminal observation
@@ -86,7 +87,8 @@ def test_nstep_hand_computed_two_envs_terminal_truncation_gap():
         assert w["done"][slot] == done, slot
         np.testing.assert_array_equal(w["boot_codes"][slot], np.array(boot, np.float32), err_msg=str(slot))
     s = buf._get_samples(np.array([0, 1, 4]))
-    np.testing.assert_allclose(s.discounts[:, 0].numpy(), [0.125, 0.5, 0.25])
+    np.testing.assert_allclose(s.discounts[:, 0].numpy(), [0.125, 0.5**4, 0.25])
+    np.testing.assert_array_equal(s.steps.numpy(), [3, 3, 2])
     np.testing.assert_array_equal(s.dones[:, 0].numpy(), [1, 0, 0])
     np.testing.assert_array_equal(s.observations.numpy(), o((0, 0, 0), (1, 0, 0), (1, 2, 0)))
 
@@ -103,17 +105,20 @@ def test_nstep_window_capped_at_n_and_linked_next_observation():
 
 
 def reference_nstep(episodes_by_env, n, gamma):
-    """Plain-Python n-step targets from per-env lists of (slot, reward, next_obs, break_after, done)."""
+    """Plain-Python n-step targets from per-env lists of (slot, rewards, next_obs, break_after, done): ``rewards``
+    of the transition's own tick and of the uncontrolled ticks that followed it."""
     out = {}
     for seq in episodes_by_env:
         for j, (slot, *_rest) in enumerate(seq):
-            ret, k = 0.0, 0
+            ret, disc, k = 0.0, 1.0, 0
             while True:
-                _, r, nxt, brk, done = seq[j + k]
-                ret += gamma**k * r
+                _, rewards, nxt, brk, done = seq[j + k]
+                for r in rewards:
+                    ret += disc * r
+                    disc *= gamma
                 k += 1
                 if brk or k == n:
-                    out[slot] = (ret, k, done, nxt)
+                    out[slot] = (ret, k, done, nxt, disc)
                     break
     return out
 
@@ -125,7 +130,8 @@ def reference_nstep(episodes_by_env, n, gamma):
     plan=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5), st.integers(0, 5)), min_size=1, max_size=40),
 )
 def test_nstep_matches_reference(n_envs, n, plan):
-    """Random interleavings of terminations, truncations and skipped steps, several envs, against a reference."""
+    """Random interleavings of terminations, truncations and uncontrolled steps, several envs, against a
+    reference that walks tick by tick."""
     gamma = 0.7
     rng = np.random.default_rng(len(plan))
     buf = make_buffer(n_envs, n_steps=n, gamma=gamma, size=1000)
@@ -147,9 +153,13 @@ def test_nstep_matches_reference(n_envs, n, plan):
             trunc.append(tr)
             store.append(s)
             if not s and seqs[e] and not seqs[e][-1][3]:
-                seqs[e][-1][3] = True  # gap after the previous stored transition
+                last = seqs[e][-1]  # an uncontrolled tick continues the previous stored transition
+                last[1].append(r)
+                last[2] = nx
+                last[3] = t or tr
+                last[4] = t
             if s:
-                seqs[e].append([slot, r, nx, t or tr, t])
+                seqs[e].append([slot, [r], nx, t or tr, t])
                 slot += 1
             cur[e] = np.array([e, counter, 5], np.float32) if (t or tr) else nx
         step(buf, np.stack(obs), np.stack(nxt), rew, term, trunc, store)
@@ -163,10 +173,12 @@ def test_nstep_matches_reference(n_envs, n, plan):
     slots = np.array(sorted(ref))
     w = buf.nstep_targets(slots)
     for i, s in enumerate(slots):
-        ret, k, done, nxt = ref[s]
-        assert w["returns"][i] == pytest.approx(ret)
+        ret, k, done, nxt, disc = ref[s]
+        assert w["returns"][i] == pytest.approx(ret, abs=1e-5)  # joined rewards are stored as float32
         assert w["steps"][i] == k
         assert w["done"][i] == done
+        if not done:
+            assert w["discount"][i] == pytest.approx(disc)
         np.testing.assert_array_equal(w["boot_codes"][i], nxt)
 
 
@@ -323,8 +335,8 @@ def test_bytes_per_transition_figure():
     buf = CompactReplayBuffer(
         160_000, spaces.Box(layout.low, layout.high, dtype=np.float32), ACTION_SPACE, device="cpu", layout=layout
     )
-    # 245 uint8 codes + 19 B of fields + a 16th of a boundary entry (245 + 4 B); pending is negligible
-    assert buf.bytes_per_transition == pytest.approx(245 + 19 + 249 / 16, abs=0.01)  # 279.56 B
+    # 245 uint8 codes + 21 B of fields + a 16th of a boundary entry (245 + 4 B); pending is negligible
+    assert buf.bytes_per_transition == pytest.approx(245 + 21 + 249 / 16, abs=0.01)  # 281.56 B
 
 
 # ---------------------------------------------------------------------------------------------- expert labels
@@ -402,9 +414,10 @@ def test_labels_survive_pickling_and_old_pickles_load_without_labels():
     loaded = pickle.loads(pickle.dumps(buf))
     for a, b in zip(loaded.stored_expert_labels(), buf.stored_expert_labels(), strict=True):
         np.testing.assert_array_equal(a, b)
-    # a buffer pickled before labels existed: no labels, and it keeps growing
+    np.testing.assert_array_equal(loaded.gap_ticks[: loaded.pos], buf.gap_ticks[: buf.pos])
+    # a buffer pickled before labels and joined ticks existed: no labels, no joins, and it keeps growing
     state = buf.__getstate__()
-    for k in ("e_choice", "e_param"):
+    for k in ("gap_ticks", "e_choice", "e_param", "open_return", "max_gap_ticks"):
         del state[k]
     old = CompactReplayBuffer.__new__(CompactReplayBuffer)
     old.__setstate__(state)
@@ -416,3 +429,94 @@ def test_labels_survive_pickling_and_old_pickles_load_without_labels():
     step(old, o((0, 10, 0), (1, 10, 0)), o((0, 11, 0), (1, 11, 0)), [1, 1])
     assert len(old.obs) == 1000 and len(old.e_choice) == 1000 and old.stored_expert_labels()[1].sum() == 0
     old.sample(64)
+
+
+# ---------------------------------------------------------------------------------------------- uncontrolled ticks
+def chain_buffer(cut_ticks: int, cut_reward: float = 0.0, n_steps: int = 3, **kw) -> CompactReplayBuffer:
+    """Toy chain, gamma 0.9: A (controlled, r 0) -> ``cut_ticks`` cut-scene ticks C (uncontrolled, r
+    ``cut_reward`` each) -> B (controlled, r 1, terminal). Observations (state, tick, 0): A 1, C 2, B 3."""
+    buf = make_buffer(1, n_steps=n_steps, gamma=0.9, **kw)
+    step(buf, o((1, 0, 0)), o((2 if cut_ticks else 3, 1, 0)), [0], term=(0,), trunc=(0,), store=(1,))
+    for k in range(cut_ticks):
+        nxt = (2, k + 2, 0) if k + 1 < cut_ticks else (3, k + 2, 0)
+        step(buf, o((2, k + 1, 0)), o(nxt), [cut_reward], term=(0,), trunc=(0,), store=(0,))
+    step(buf, o((3, cut_ticks + 1, 0)), o((4, cut_ticks + 2, 9)), [1], term=(1,), trunc=(0,), store=(1,))
+    return buf
+
+
+@pytest.mark.parametrize("cut_ticks", [1, 3])
+@pytest.mark.parametrize("n_steps", [1, 3])
+def test_uncontrolled_ticks_join_the_chain_toy(cut_ticks, n_steps):
+    """The target of A is its true value gamma ** (1 + cut_ticks) (0.81 for one cut-scene tick), never a
+    bootstrap from the cut-scene state C, which no transition trains."""
+    buf = chain_buffer(cut_ticks, n_steps=n_steps)
+    assert buf.size() == 2  # A and B; the cut-scene ticks are no transitions
+    w = buf.nstep_targets(np.array([0, 1]))
+    true_q_a = 0.9 ** (1 + cut_ticks)
+    if n_steps == 1:
+        # one transition: bootstrap from B (whose own target is 1, terminal) with the discount of all ticks
+        assert w["returns"][0] == 0 and not w["done"][0]
+        assert w["discount"][0] == pytest.approx(true_q_a)
+        np.testing.assert_array_equal(w["boot_codes"][0], [3, cut_ticks + 1, 0])
+        assert w["returns"][0] + w["discount"][0] * w["returns"][1] == pytest.approx(true_q_a)
+    else:
+        assert w["done"][0] and w["steps"][0] == 2
+        assert w["returns"][0] == pytest.approx(true_q_a)
+    assert w["done"][1] and w["returns"][1] == 1
+    s = buf._get_samples(np.array([0]))
+    target = s.rewards[0, 0] + (1 - s.dones[0, 0]) * s.discounts[0, 0] * 1.0  # Q(B) = 1
+    assert float(target) == pytest.approx(true_q_a, rel=1e-6)
+
+
+def test_rewards_of_uncontrolled_ticks_are_kept_and_discounted_per_tick():
+    buf = chain_buffer(3, cut_reward=0.5)
+    w = buf.nstep_targets(np.array([0]))
+    assert w["returns"][0] == pytest.approx(0.9 * 0.5 + 0.81 * 0.5 + 0.729 * 0.5 + 0.9**4 * 1)
+    assert buf.gap_ticks[0] == 3 and buf.gap_ticks[1] == 0
+
+
+def test_open_transition_during_a_stretch_is_consistent():
+    """In the middle of a stretch the newest transition bootstraps from the newest observation with the
+    discount and rewards so far (a correct target at every moment)."""
+    buf = make_buffer(1, n_steps=3, gamma=0.9)
+    step(buf, o((1, 0, 0)), o((2, 1, 0)), [1], term=(0,), trunc=(0,), store=(1,))
+    step(buf, o((2, 1, 0)), o((2, 2, 0)), [2], term=(0,), trunc=(0,), store=(0,))
+    w = buf.nstep_targets(np.array([0]))
+    assert w["returns"][0] == pytest.approx(1 + 0.9 * 2) and w["discount"][0] == pytest.approx(0.81)
+    np.testing.assert_array_equal(w["boot_codes"][0], [2, 2, 0])
+
+
+@pytest.mark.parametrize("kind", ["terminated", "truncated"])
+def test_episode_end_during_uncontrolled_stretch_ends_the_transition(kind):
+    """A (r 0) -> cut-scene tick (r 0.5) -> cut-scene tick (r -1) where the episode ends."""
+    buf = make_buffer(1, n_steps=3, gamma=0.9)
+    term, trunc = (kind == "terminated",), (kind == "truncated",)
+    step(buf, o((1, 0, 0)), o((2, 1, 0)), [0], term=(0,), trunc=(0,), store=(1,))
+    step(buf, o((2, 1, 0)), o((2, 2, 0)), [0.5], term=(0,), trunc=(0,), store=(0,))
+    step(buf, o((2, 2, 0)), o((2, 3, 9)), [-1], term=term, trunc=trunc, store=(0,))
+    assert buf.open_slot[0] == -1
+    # the next episode starts a new chain
+    step(buf, o((1, 0, 5)), o((2, 1, 5)), [7], term=(0,), trunc=(0,), store=(1,))
+    w = buf.nstep_targets(np.array([0, 1]))
+    assert w["returns"][0] == pytest.approx(0.9 * 0.5 - 0.81) and w["steps"][0] == 1
+    assert w["done"][0] == (kind == "terminated")
+    if kind == "truncated":
+        assert w["discount"][0] == pytest.approx(0.729)
+        np.testing.assert_array_equal(w["boot_codes"][0], [2, 3, 9])  # the terminal observation
+    assert w["returns"][1] == 7 and w["steps"][1] == 1
+
+
+def test_too_long_stretch_ends_the_chain_as_truncation():
+    buf = make_buffer(1, n_steps=3, gamma=0.9, max_gap_ticks=3)
+    step(buf, o((1, 0, 0)), o((2, 1, 0)), [1], term=(0,), trunc=(0,), store=(1,))
+    for k in range(5):
+        step(buf, o((2, k + 1, 0)), o((2, k + 2, 0)), [1], term=(0,), trunc=(0,), store=(0,))
+    step(buf, o((3, 6, 0)), o((3, 7, 0)), [1], term=(0,), trunc=(0,), store=(1,))
+    assert buf.gap_ticks[0] == 3
+    w = buf.nstep_targets(np.array([0]))
+    assert w["steps"][0] == 1 and not w["done"][0]
+    assert w["returns"][0] == pytest.approx(1 + 0.9 + 0.81 + 0.729)
+    assert w["discount"][0] == pytest.approx(0.9**4)
+    np.testing.assert_array_equal(w["boot_codes"][0], [2, 4, 0])
+    with pytest.raises(ValueError, match="max_gap_ticks"):
+        make_buffer(1, max_gap_ticks=70_000)

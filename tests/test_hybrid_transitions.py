@@ -1,11 +1,15 @@
-"""What HybridDQN stores: the expert's label with every transition."""
+"""What HybridDQN stores: the expert's label with every transition, chains joined across uncontrolled ticks
+(learned on a toy cut-scene chain)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
+import pytest
 import torch as th
+from gymnasium import spaces
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper
 from synthetic_env import HybridChoiceEnv
 
@@ -77,3 +81,56 @@ def test_no_expert_no_labels():
     m.learn(200)
     assert not m.replay_buffer.stored_expert_labels()[1].any()
     assert (m.replay_buffer.sample(64).expert_choices == -1).all()
+
+
+# ---------------------------------------------------------------------------------------------- cut-scenes
+class CutSceneChainEnv(gym.Env):
+    """A (controlled, reward 0) -> ``cut_ticks`` cut-scene ticks C (uncontrolled: the action is ignored and the
+    next step says ``agent_in_control`` False; reward 0) -> B (controlled, reward 1, terminal). Whatever the
+    actions, Q(A) = gamma ** (1 + cut_ticks) and Q(B) = 1."""
+
+    def __init__(self, cut_ticks: int = 1) -> None:
+        super().__init__()
+        self.cut_ticks = cut_ticks
+        self.observation_space = spaces.Box(0.0, 1.0, (3,), np.float32)
+        self.action_space = spaces.Box(np.array([0.0, -1.0], np.float32), np.array([1.0, 1.0], np.float32))
+        self._t = 0
+
+    def _obs(self) -> np.ndarray:
+        state = 0 if self._t == 0 else (2 if self._t > self.cut_ticks else 1)
+        return np.eye(3, dtype=np.float32)[state]
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self._t = 0
+        return self._obs(), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        in_control = self._t == 0 or self._t > self.cut_ticks
+        terminal = self._t > self.cut_ticks
+        self._t += 1
+        info = {"agent_in_control": in_control}
+        return self._obs(), 1.0 if terminal else 0.0, terminal, False, info
+
+
+def learned_q(m: HybridDQN, obs: np.ndarray) -> np.ndarray:
+    """Q of the state for a few actions (the chain's values do not depend on them)."""
+    choice = th.tensor([0, 0, 0, 1, 1, 1])
+    param = th.tensor([-0.8, 0.0, 0.8, -0.8, 0.0, 0.8])
+    with th.no_grad():
+        return m.policy.q_taken(th.as_tensor(np.tile(obs, (6, 1))), choice, param).numpy()
+
+
+@pytest.mark.parametrize("n_steps", [1, 3])
+def test_learned_q_across_a_cut_scene_is_the_true_value(n_steps):
+    """Issue 10's toy chain (gamma 0.9): Q(A) must learn 0.81, not 0.9 times the untrained value of the
+    cut-scene state (0.24-0.63 measured before the chain was joined across uncontrolled ticks)."""
+    env = DummyVecEnv([lambda: CutSceneChainEnv(1) for _ in range(2)])
+    m = model(env, gamma=0.9, n_steps=n_steps, learning_rate=1e-3, learning_starts=50, target_update_interval=25,
+              exploration_initial_eps=1.0, exploration_final_eps=1.0, expert_ratio=0.0)  # fmt: skip
+    m.learn(2400)
+    q_b = learned_q(m, np.eye(3, dtype=np.float32)[2])
+    q_a = learned_q(m, np.eye(3, dtype=np.float32)[0])
+    np.testing.assert_allclose(q_b, 1.0, atol=0.05)
+    np.testing.assert_allclose(q_a, 0.81, atol=0.05)
+    assert m.replay_buffer.size() == 2 * 2400 // 3  # A and B of every episode; no cut-scene transition

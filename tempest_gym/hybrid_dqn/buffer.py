@@ -8,9 +8,10 @@ array          shape        content
 ``obs``        (C, D)       observation the action answered (codec dtype: uint8 for Tempest)
 ``choice``     (C,)         executed discrete choice index, uint8
 ``param``      (C,)         executed parameter, float32 (exact: Tempest's k/31 is not a float16)
-``reward``     (C,)         float32
+``reward``     (C,)         float32: its reward plus the discounted rewards of the joined uncontrolled ticks
 ``flags``      (C,)         uint8: DONE, TRUNC, GAP, OPEN, LOST bits and the 2-bit action source
 ``next_ptr``   (C,)         int32: where the next observation is (see below)
+``gap_ticks``  (C,)         uint16: uncontrolled ticks joined after it (its discount is ``gamma ** (1 + gap)``)
 ``e_choice``   (C,)         uint8: the expert's choice for ``obs`` (255: no label)
 ``e_param``    (C,)         float32: the expert's parameter for ``obs`` (0 where no label)
 ``b_obs``      (Cb, D)      next observations that are not the next stored one (episode ends, gaps)
@@ -21,24 +22,33 @@ array          shape        content
 The next observation of a transition is never stored twice. Each env's transitions form a chain: when env
 ``i`` stores a new transition, its previous one gets ``next_ptr`` = the new slot (the new ``obs`` *is* its next
 observation). Until then the newest transition is OPEN and its next observation waits in ``pending[i]``.
-When the chain breaks (the episode ended: DONE/TRUNC; or the env stepped without storing because the agent
-was not in control: GAP), the next observation goes to the boundary ring ``b_obs`` and ``next_ptr`` points
-there. Because the ring is in write order, a successor is always newer than its predecessor, so a live
-transition's chain never points into overwritten data. The boundary ring is smaller (default ``C // 16``);
-when it wraps while the owner is still live, the owner is flagged LOST and sampling skips it unless it is
-terminal (a terminal target does not need the next observation). ``lost_count`` reports it; raise
-``boundary_size`` if it is not zero.
+When the chain breaks (the episode ended: DONE/TRUNC; or ``close_open_transitions``: GAP), the next
+observation goes to the boundary ring ``b_obs`` and ``next_ptr`` points there. Because the ring is in write
+order, a successor is always newer than its predecessor, so a live transition's chain never points into
+overwritten data. The boundary ring is smaller (default ``C // 16``); when it wraps while the owner is still
+live, the owner is flagged LOST and sampling skips it unless it is terminal (a terminal target does not need the
+next observation). ``lost_count`` reports it; raise ``boundary_size`` if it is not zero.
 
-Bytes per transition: ``D * itemsize + 19 + (D * itemsize + 4) * Cb / C``; for Tempest (D = 245, uint8) and
-the default ``Cb = C / 16`` that is 279.6 B, against 1,980 B for SB3's float32 ``ReplayBuffer`` (obs and
-next_obs; the 1,620 B often quoted is for D = 200). 2M transitions: 559 MB. The arrays
+Ticks out of the agent's control (the env steps, ``store`` False: cut-scenes, the zoom between levels) do not
+break the chain: they are *joined* to the env's newest transition, whose ``reward`` gains each such tick's
+reward discounted by ``gamma`` per tick, whose ``gap_ticks`` counts them and whose pending next observation
+follows the env. When the env stores again, that transition's successor is the new one, ``gamma ** (1 + gap)``
+later: no target bootstraps from an uncontrolled state, which no transition would train (only an open one in
+the middle of a stretch does, from the newest uncontrolled observation, with the discount so far). If the
+episode ends during the stretch, the transition ends there (DONE: no bootstrap; TRUNC: bootstrap from the
+terminal observation). A stretch of ``max_gap_ticks`` ticks ends the chain as a truncation.
+
+Bytes per transition: ``D * itemsize + 21 + (D * itemsize + 4) * Cb / C``; for Tempest (D = 245, uint8) and
+the default ``Cb = C / 16`` that is 281.6 B, against 1,980 B for SB3's float32 ``ReplayBuffer`` (obs and
+next_obs; the 1,620 B often quoted is for D = 200). 2M transitions: 563 MB. The arrays
 are allocated on the first ``add`` with ``np.zeros``, whose pages the OS only maps when written, so resident
 memory grows with the fill level.
 
 n-step returns are computed at sample time by walking ``next_ptr`` (``n_steps`` vectorised numpy passes over
 the batch, no per-sample Python): the window stops at the first DONE (no bootstrap), TRUNC, GAP or OPEN
-transition (bootstrap from that transition's next observation, discount ``gamma ** steps``), else after
-``n_steps`` transitions. It never crosses an episode end or a gap, and never mixes envs.
+transition (bootstrap from that transition's next observation), else after ``n_steps`` transitions. Each
+transition discounts what follows it by ``gamma ** (1 + gap_ticks)``: the bootstrap discount is their product
+(``gamma ** steps`` without uncontrolled ticks). It never crosses an episode end or a gap, and never mixes envs.
 """
 
 from __future__ import annotations
@@ -58,7 +68,7 @@ from tempest_gym.hybrid_dqn.codecs import ObsCodec, make_codec
 
 DONE = 1  # the episode terminated after this transition: no bootstrap
 TRUNC = 2  # the episode was truncated (time limit) after it: bootstrap from its next observation
-GAP = 4  # the env stepped without storing after it (agent not in control): bootstrap, chain broken
+GAP = 4  # chain broken by close_open_transitions (env reset or replaced): bootstrap from its next observation
 OPEN = 8  # newest transition of its env: next observation in ``pending``
 LOST = 16  # its boundary next-observation was overwritten
 SRC_SHIFT = 5  # bits 5-6: action source
@@ -70,7 +80,7 @@ SOURCE_NAMES = ("model", "random", "expert")
 NO_LABEL = 255  # e_choice of a transition without the expert's label
 
 # per-transition arrays (same length, trimmed together when pickled); boundary ring arrays
-TRANSITION_ARRAYS = ("obs", "choice", "param", "reward", "flags", "next_ptr", "e_choice", "e_param")
+TRANSITION_ARRAYS = ("obs", "choice", "param", "reward", "flags", "next_ptr", "gap_ticks", "e_choice", "e_param")
 BOUNDARY_ARRAYS = ("b_obs", "b_owner")
 
 
@@ -110,6 +120,8 @@ class CompactReplayBuffer(ReplayBuffer):
     :param layout: the env's ``StateLayout`` (enables the exact uint8 codes)
     :param boundary_size: capacity of the boundary ring (default ``max(buffer_size // 16, 4 * n_envs)``)
     :param seed: seed of the sampling generator
+    :param max_gap_ticks: longest run of uncontrolled ticks joined to a transition; a longer one ends its chain
+        as a truncation (``gamma ** max_gap_ticks`` should be negligible)
     """
 
     def __init__(
@@ -127,6 +139,7 @@ class CompactReplayBuffer(ReplayBuffer):
         layout: Any = None,
         boundary_size: int | None = None,
         seed: int | None = None,
+        max_gap_ticks: int = 1000,
     ) -> None:
         BaseBuffer.__init__(self, buffer_size, observation_space, action_space, device, n_envs=n_envs)
         if optimize_memory_usage:
@@ -137,6 +150,8 @@ class CompactReplayBuffer(ReplayBuffer):
             raise ValueError(f"buffer_size must be in [n_envs, 2**31), got {buffer_size}")
         if n_steps < 1:
             raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+        if not 1 <= max_gap_ticks <= np.iinfo(np.uint16).max:
+            raise ValueError(f"max_gap_ticks must be in [1, 65535], got {max_gap_ticks}")
         self.optimize_memory_usage = False
         self.handle_timeout_termination = True
         self.spec = HybridActionSpec.from_space(action_space)
@@ -144,6 +159,7 @@ class CompactReplayBuffer(ReplayBuffer):
             raise ValueError("at most 255 discrete choices")
         self.n_steps = int(n_steps)
         self.gamma = float(gamma)
+        self.max_gap_ticks = int(max_gap_ticks)
         self.codec = make_codec(observation_space, obs_codec, layout)
         self.obs_dim = int(np.prod(self.obs_shape))
         self.boundary_size = int(boundary_size or max(buffer_size // 16, 4 * n_envs))
@@ -156,6 +172,7 @@ class CompactReplayBuffer(ReplayBuffer):
         self.b_full = False
         self.pending = np.zeros((n_envs, self.obs_dim), dtype=self.codec.dtype)
         self.open_slot = np.full(n_envs, -1, dtype=np.int64)
+        self.open_return = np.zeros(n_envs, dtype=np.float64)  # exact reward of each open transition, joins included
         self.lost_count = 0
         self._warned_lost = False
 
@@ -173,6 +190,7 @@ class CompactReplayBuffer(ReplayBuffer):
         self.reward = np.zeros(c, dtype=np.float32)
         self.flags = np.zeros(c, dtype=np.uint8)
         self.next_ptr = np.zeros(c, dtype=np.int32)
+        self.gap_ticks = np.zeros(c, dtype=np.uint16)
         self.e_choice = np.full(c, NO_LABEL, dtype=np.uint8)
         self.e_param = np.zeros(c, dtype=np.float32)
         self.b_obs = np.zeros((cb, d), dtype=self.codec.dtype)
@@ -194,7 +212,7 @@ class CompactReplayBuffer(ReplayBuffer):
     def nbytes(self) -> int:
         """Bytes of all arrays at full capacity (whether or not allocated yet)."""
         item = self.codec.dtype.itemsize
-        per = self.obs_dim * item + 1 + 4 + 4 + 1 + 4 + 1 + 4
+        per = self.obs_dim * item + 1 + 4 + 4 + 1 + 4 + 2 + 1 + 4
         return self.buffer_size * per + self.boundary_size * (self.obs_dim * item + 4) + self.pending.nbytes
 
     @property
@@ -250,11 +268,12 @@ class CompactReplayBuffer(ReplayBuffer):
         :param obs: (N, ...) observations the actions answered
         :param next_obs: (N, ...) next observations (the *terminal* observation where the episode ended)
         :param actions: (N, 2) executed actions, Box encoding
-        :param rewards: (N,) rewards
+        :param rewards: (N,) rewards (also those of envs that do not store: they join the env's chain)
         :param terminated: (N,) episode ended by termination (wins over ``truncated``)
         :param truncated: (N,) episode ended by truncation
-        :param store: (N,) which envs' transitions to keep (False: the agent was not in control). An env that
-            does not store breaks its chain: its previous transition becomes a GAP.
+        :param store: (N,) which envs' transitions to keep (False: the agent was not in control). Such a tick
+            is joined to the env's newest transition (reward, discount and next observation; see the module
+            doc), or ends it where the episode ended.
         :param sources: (N,) action source (0 model, 1 random, 2 expert)
         :param expert_actions: (N, 2) the expert's action for ``obs`` (Box encoding), whoever acted
         :param expert_valid: (N,) which rows of ``expert_actions`` are labels (default: all, when given)
@@ -278,8 +297,8 @@ class CompactReplayBuffer(ReplayBuffer):
         actions = np.asarray(actions, dtype=np.float32).reshape(n, 2)[env_ids]
         # encode first: a bad observation raises before anything changes
         codes = self.codec.encode(np.asarray(obs).reshape(n, self.obs_dim)[env_ids])
-        next_codes = self.codec.encode(np.asarray(next_obs).reshape(n, self.obs_dim)[env_ids])
-        rewards = np.asarray(rewards, dtype=np.float32).reshape(n)[env_ids]
+        all_next_codes = self.codec.encode(np.asarray(next_obs).reshape(n, self.obs_dim))
+        all_rewards = np.asarray(rewards, dtype=np.float32).reshape(n)
         e_choice = np.where(e_valid, self.spec.choices(e_actions), NO_LABEL).astype(np.uint8)
         e_param = np.where(e_valid, self.spec.params(e_actions), 0.0).astype(np.float32)
         with self._lock:
@@ -288,17 +307,20 @@ class CompactReplayBuffer(ReplayBuffer):
                 self._write(
                     env_ids,
                     codes,
-                    next_codes,
+                    all_next_codes[env_ids],
                     actions,
-                    rewards,
+                    all_rewards[env_ids],
                     terminated[env_ids],
                     truncated[env_ids],
                     sources[env_ids],
                     e_choice[env_ids],
                     e_param[env_ids],
                 )
-            # envs that stepped without storing: their newest transition's successor is not the next stored one
-            self._close_open(np.flatnonzero(~store & (self.open_slot >= 0)), GAP)
+            # ticks out of the agent's control join the envs' newest transitions (after the write, which forgets
+            # newest transitions that it overwrote)
+            self._join_uncontrolled(
+                np.flatnonzero(~store & (self.open_slot >= 0)), all_next_codes, all_rewards, terminated, truncated
+            )
 
     def _write(
         self,
@@ -328,8 +350,10 @@ class CompactReplayBuffer(ReplayBuffer):
         self.choice[slots] = self.spec.choices(actions)
         self.param[slots] = self.spec.params(actions)
         self.reward[slots] = rewards
+        self.gap_ticks[slots] = 0
         self.e_choice[slots] = e_choice
         self.e_param[slots] = e_param
+        self.open_return[env_ids] = rewards
         flags = (sources.astype(np.uint8) << SRC_SHIFT) | np.where(term, DONE, 0) | np.where(trunc, TRUNC, 0)
         self.flags[slots] = np.where(ended, flags, flags | OPEN).astype(np.uint8)
         # chain still open: the next observation waits in pending
@@ -377,8 +401,32 @@ class CompactReplayBuffer(ReplayBuffer):
             self.b_pos %= self.boundary_size
         return b
 
+    def _join_uncontrolled(
+        self,
+        env_ids: np.ndarray,
+        next_codes: np.ndarray,
+        rewards: np.ndarray,
+        term: np.ndarray,
+        trunc: np.ndarray,
+    ) -> None:
+        """One tick out of the agent's control for each of ``env_ids`` (all with an open transition): add its
+        reward, discounted by the ticks since that transition, extend its discount by one tick and move its
+        pending next observation along; end it where the episode ended or the stretch is too long."""
+        if len(env_ids) == 0:
+            return
+        slots = self.open_slot[env_ids]
+        ticks = self.gap_ticks[slots].astype(np.int64) + 1  # ticks from the transition's own to this one
+        self.open_return[env_ids] += np.power(self.gamma, ticks) * rewards[env_ids].astype(np.float64)
+        self.reward[slots] = self.open_return[env_ids].astype(np.float32)
+        self.gap_ticks[slots] = ticks.astype(np.uint16)
+        self.pending[env_ids] = next_codes[env_ids]
+        t, tr = term[env_ids], trunc[env_ids]
+        self._close_open(env_ids[t], DONE)
+        self._close_open(env_ids[~t & (tr | (ticks >= self.max_gap_ticks))], TRUNC)
+
     def _close_open(self, env_ids: np.ndarray, kind: int) -> None:
-        """Break the chains of ``env_ids``: move their pending next observation to the boundary ring."""
+        """End the open transitions of ``env_ids`` as ``kind`` (DONE, TRUNC or GAP): move their pending next
+        observation to the boundary ring."""
         if len(env_ids) == 0:
             return
         b = self._alloc_boundary(len(env_ids))
@@ -400,14 +448,15 @@ class CompactReplayBuffer(ReplayBuffer):
                 self.n_envs = int(n_envs)
                 self.pending = np.zeros((self.n_envs, self.obs_dim), dtype=self.codec.dtype)
                 self.open_slot = np.full(self.n_envs, -1, dtype=np.int64)
+                self.open_return = np.zeros(self.n_envs, dtype=np.float64)
 
     # ------------------------------------------------------------------ sampling
     def nstep_targets(self, slots: np.ndarray, env: VecNormalize | None = None) -> dict[str, np.ndarray]:
         """n-step windows starting at ``slots`` (numpy, for sampling and for tests; call under ``lock``).
 
-        Returns ``returns``, ``steps`` (transitions in the window), ``discount`` (bootstrap discount, ``gamma **
-        steps``), ``end`` (last slot of the window), ``done``, ``valid`` and ``boot_codes`` (codes of the
-        observation to bootstrap from).
+        Returns ``returns``, ``steps`` (transitions in the window), ``discount`` (bootstrap discount: ``gamma``
+        to the power of the ticks in the window, joined uncontrolled ticks included), ``end`` (last slot of the
+        window), ``done``, ``valid`` and ``boot_codes`` (codes of the observation to bootstrap from).
         """
         slots = np.asarray(slots, dtype=np.int64)
         ret = np.zeros(len(slots), dtype=np.float64)
@@ -415,18 +464,18 @@ class CompactReplayBuffer(ReplayBuffer):
         cur = slots.copy()
         end = slots.copy()
         alive = np.ones(len(slots), dtype=bool)
-        disc = 1.0
+        disc = np.ones(len(slots), dtype=np.float64)
         for k in range(self.n_steps):
             r = self.reward[cur]
             if env is not None:
                 r = self._normalize_reward(r, env)
             ret += np.where(alive, disc * r.astype(np.float64), 0.0)
+            disc = np.where(alive, disc * np.power(self.gamma, 1.0 + self.gap_ticks[cur]), disc)
             end = np.where(alive, cur, end)
             steps += alive
             alive &= (self.flags[cur] & STOP) == 0
             if k + 1 < self.n_steps:
                 cur = np.where(alive, self.next_ptr[cur], cur)
-            disc *= self.gamma
         fe = self.flags[end]
         ptr = self.next_ptr[end]
         done = (fe & DONE) != 0
@@ -441,7 +490,7 @@ class CompactReplayBuffer(ReplayBuffer):
         return {
             "returns": ret,
             "steps": steps,
-            "discount": self.gamma ** steps.astype(np.float64),
+            "discount": disc,
             "end": end,
             "done": done,
             "valid": valid,
@@ -586,10 +635,16 @@ class CompactReplayBuffer(ReplayBuffer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.RLock()
-        # buffers pickled before the expert labels: no labels
+        # buffers pickled before the expert labels and the joined uncontrolled ticks: no labels, no joins
+        self.__dict__.setdefault("max_gap_ticks", 1000)
+        if "open_return" not in state:
+            self.open_return = np.zeros(self.n_envs, dtype=np.float64)
+            if self._allocated:
+                has = self.open_slot >= 0
+                self.open_return[has] = self.reward[self.open_slot[has]]
         if self._allocated:
             c = len(self.obs)
-            defaults = {"e_choice": (np.uint8, NO_LABEL), "e_param": (np.float32, 0)}
+            defaults = {"gap_ticks": (np.uint16, 0), "e_choice": (np.uint8, NO_LABEL), "e_param": (np.float32, 0)}
             for k, (dtype, fill) in defaults.items():
                 if k not in state:
                     setattr(self, k, np.full(c, fill, dtype=dtype))
