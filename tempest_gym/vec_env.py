@@ -223,6 +223,9 @@ class TempestVecEnv(VecEnv):
         for i in np.flatnonzero(restarted):
             infos[i]["client_restarted" if self.cluster.restarted[i] else "reset"] = True
             infos[i]["agent_in_control"] = False
+            # the instance started over (new client or new game) and obs[i] is its first observation, not the
+            # terminal one: like an auto-resetting VecEnv, keep that observation's info (its expert action) here
+            self.reset_infos[i] = dict(infos[i])
         if dones.any():
             now = time.monotonic()
             for i in np.flatnonzero(dones):

@@ -1,8 +1,10 @@
 """What HybridDQN stores: the expert's label with every transition, chains joined across uncontrolled ticks
-(learned on a toy cut-scene chain)."""
+(learned on a toy cut-scene chain), and the expert action after a client restart (synthetic clients)."""
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
 
 import gymnasium as gym
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper
 from synthetic_env import HybridChoiceEnv
 
@@ -134,3 +137,75 @@ def test_learned_q_across_a_cut_scene_is_the_true_value(n_steps):
     np.testing.assert_allclose(q_b, 1.0, atol=0.05)
     np.testing.assert_allclose(q_a, 0.81, atol=0.05)
     assert m.replay_buffer.size() == 2 * 2400 // 3  # A and B of every episode; no cut-scene transition
+
+
+# ---------------------------------------------------------------------------------------------- client restart
+class ObsHashExpert:
+    """A stand-in expert whose action is a fixed function of the observation (exact k/31 spinner values)."""
+
+    def __init__(self, layout: Any, max_spin: int, seed: int) -> None:
+        self.max_spin = max_spin
+
+    def predict_batch(self, obs: np.ndarray) -> np.ndarray:
+        h = np.rint(np.asarray(obs, np.float64).sum(axis=1) * 1000).astype(np.int64)
+        spin = (h // 4) % (2 * self.max_spin + 1) - self.max_spin
+        return np.stack([h % 4, spin / self.max_spin], axis=1).astype(np.float32)
+
+
+class KillClient(BaseCallback):
+    def __init__(self, env, slot: int, at_step: int) -> None:
+        super().__init__()
+        self.env, self.slot, self.at_step, self.killed = env, slot, at_step, False
+
+    def _on_step(self) -> bool:
+        if not self.killed and self.n_calls == self.at_step:
+            os.kill(self.env.cluster.procs[self.slot].pid, signal.SIGKILL)
+            self.killed = True
+        return True
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    from tempest_gym.synthetic_client import write_wrapper
+
+    (tmp_path / "roms" / "tempest1").mkdir(parents=True)
+    return {"mame": write_wrapper(tmp_path), "rompath": str(tmp_path / "roms")}
+
+
+def test_after_a_client_restart_the_expert_acts_on_the_new_clients_observation(synthetic):
+    """A replaced client starts over: the expert action executed (and stored as a demonstration) for its first
+    observation is the expert's for that observation, not the stale one of the observation ``reset()`` saw."""
+    from tempest_gym.vec_env import TempestVecEnv
+
+    venv = TempestVecEnv(num_envs=2, expert=ObsHashExpert, seed=3, **synthetic)
+    venv.cluster.config.restart_backoff = 0.05
+    try:
+        env = Recorder(venv)
+        m = model(env, expert_ratio=1.0, learning_starts=10**9, buffer_size=2_000)
+        m.learn(160, callback=KillClient(venv, slot=1, at_step=40))
+        restarts = [k for k, (_, _, infos) in enumerate(env.steps) if infos[1].get("client_restarted")]
+        assert len(restarts) == 1 and venv.cluster.restarts.tolist() == [0, 1]
+        k = restarts[0]
+        expert = ObsHashExpert(None, 31, 0)
+        first_obs = env.steps[k][1][1]  # the new client's first observation
+        fresh = expert.predict_batch(first_obs[None])[0]
+        old_client = env.steps[k][2][1]["terminal_observation"]  # the old client's last observation
+        assert not np.array_equal(fresh, expert.predict_batch(old_client[None])[0])
+        # the VecEnv keeps the new client's first info, as an auto-resetting VecEnv does
+        np.testing.assert_array_equal(venv.reset_infos[1]["expert_action"], fresh)
+        assert venv.reset_infos[1]["client_restarted"] and "terminal_observation" not in venv.reset_infos[1]
+        assert venv.reset_infos[1]["run_id"] == env.steps[k][2][1]["run_id"] != env.steps[0][2][1]["run_id"]
+        # the action answering it is the expert's for it
+        np.testing.assert_array_equal(env.steps[k + 1][0][1], fresh)
+        # every stored transition (all the expert's) holds the expert's action and label for its observation
+        buf = m.replay_buffer
+        obs = buf.stored_observations()
+        expected = expert.predict_batch(obs)
+        assert (buf.stored_sources() == SOURCE_EXPERT).all()
+        np.testing.assert_array_equal(buf.stored_actions(), expected)
+        labels, valid = buf.stored_expert_labels()
+        assert valid.all()
+        np.testing.assert_array_equal(labels, expected)
+        assert any(np.array_equal(row, first_obs) for row in obs), "the new client's first transition is stored"
+    finally:
+        venv.close()
