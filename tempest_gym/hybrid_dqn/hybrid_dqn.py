@@ -22,8 +22,8 @@ import pathlib
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
-from contextlib import nullcontext
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -111,7 +111,8 @@ class HybridDQN(OffPolicyAlgorithm):
         (``spinner_bins=None``: MP-DQN hybrid head; ``spinner_bins=K``: binned head), ``net_arch``,
         ``actor_arch``, ``activation_fn``, ``actor_lr_scale``, ...
     :param env: the environment (any SB3 VecEnv or gymnasium env with that action space)
-    :param learning_rate: learning rate, a float or schedule
+    :param learning_rate: learning rate: a float, a schedule (callable of progress remaining) or a string such
+        as ``"lin_3e-4"`` (see ``schedules.py``)
     :param buffer_size: replay capacity in transitions, all envs together
     :param learning_starts: env steps (transitions) before learning; before that non-expert actions are random
     :param batch_size: minibatch size
@@ -138,6 +139,18 @@ class HybridDQN(OffPolicyAlgorithm):
     :param demo_margin: DQfD margin of the large-margin loss (in reward units)
     :param demo_param_coef: weight of the parameter regression toward the expert's (hybrid head), relative to
         ``demo_loss_coef``; the error is measured in half-ranges
+    :param demo_on_labels: apply the demonstration losses to every transition the expert labelled (its action
+        for the observation, stored with each transition, DAgger-style), not only to expert-driven ones
+    :param actor_q_coef: categorical parameter network (``param_classes``): weight of moving its mode toward
+        the candidate value the Q-network prefers (0: imitation only)
+    :param actor_candidates: how many of the actor's most likely values the Q-network scores for that
+    :param pretrain_steps: gradient updates run at once when ``learning_starts`` is reached (demonstrations
+        first, as in DQfD); the emulators wait meanwhile
+    :param final_steps: gradient updates run at the end of ``learn`` on everything collected (emulators wait)
+    :param sync_threads: torch threads whenever the emulators wait for the learner (synchronous training
+        rounds, pre-training, final updates), when the cores are the learner's (None: ``torch_num_threads``)
+    :param bf16: run the forward passes of the updates under CPU/GPU bfloat16 autocast (faster matrix
+        multiplies; losses and optimiser state stay float32)
     :param double_q: double-Q targets (online network chooses, target network evaluates)
     :param max_grad_norm: gradient clipping norm
     :param async_learner: train in a background thread while the env steps (see ``learner.py``)
@@ -166,7 +179,7 @@ class HybridDQN(OffPolicyAlgorithm):
         self,
         policy: str | type[HybridQPolicy],
         env: GymEnv | str,
-        learning_rate: float | Schedule = 1e-4,
+        learning_rate: float | str | Schedule = 1e-4,
         buffer_size: int = 2_000_000,
         learning_starts: int = 10_000,
         batch_size: int = 256,
@@ -188,6 +201,13 @@ class HybridDQN(OffPolicyAlgorithm):
         demo_loss_coef: ScheduleLike = 1.0,
         demo_margin: float = 0.8,
         demo_param_coef: float = 1.0,
+        demo_on_labels: bool = False,
+        actor_q_coef: float = 0.0,
+        actor_candidates: int = 3,
+        pretrain_steps: int = 0,
+        final_steps: int = 0,
+        sync_threads: int | None = None,
+        bf16: bool = False,
         double_q: bool = True,
         max_grad_norm: float = 10.0,
         async_learner: bool = False,
@@ -243,6 +263,14 @@ class HybridDQN(OffPolicyAlgorithm):
         self.demo_loss_coef = demo_loss_coef
         self.demo_margin = float(demo_margin)
         self.demo_param_coef = float(demo_param_coef)
+        self.demo_on_labels = bool(demo_on_labels)
+        self.actor_q_coef = float(actor_q_coef)
+        self.actor_candidates = int(actor_candidates)
+        self.pretrain_steps = int(pretrain_steps)
+        self.final_steps = int(final_steps)
+        self.sync_threads = sync_threads
+        self.bf16 = bool(bf16)
+        self._pretrained = False
         self.double_q = bool(double_q)
         self.max_grad_norm = float(max_grad_norm)
         self.async_learner = bool(async_learner)
@@ -275,7 +303,8 @@ class HybridDQN(OffPolicyAlgorithm):
         """Like ``OffPolicyAlgorithm._setup_model``, but always with the compact n-step buffer."""
         if self.torch_num_threads is not None:
             th.set_num_threads(int(self.torch_num_threads))
-        self._setup_lr_schedule()
+        # SB3's _setup_lr_schedule, which also takes the schedule strings ("lin_3e-4") documented for the others
+        self.lr_schedule = parse_schedule(self.learning_rate)
         self.set_random_seed(self.seed)
         if self._rng is None:
             self._rng = np.random.default_rng(self.seed)
@@ -442,15 +471,31 @@ class HybridDQN(OffPolicyAlgorithm):
         episode_start: np.ndarray | None = None,
         deterministic: bool = False,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        """Greedy actions in the Box encoding; with ``deterministic=False``, epsilon-random ones as in SB3's DQN."""
-        action, state = self._acting().predict(observation, state, episode_start, deterministic=True)
-        if not deterministic and self.exploration_rate > 0:
-            batch = action.reshape(-1, 2)
-            flip = np.random.rand(len(batch)) < self.exploration_rate
-            for i in np.flatnonzero(flip):
-                batch[i] = self.action_space.sample()
-            action = batch.reshape(action.shape)
-        return action, state
+        """Greedy actions in the Box encoding; with ``deterministic=False``, epsilon-random ones as in SB3's DQN.
+
+        The random action is training's: a uniformly random choice with the model's parameter for that choice
+        plus ``param_noise``, drawn from the model's seeded generator (``seed``), never numpy's global one.
+        """
+        policy = self._acting()
+        if deterministic or self.exploration_rate <= 0:
+            return policy.predict(observation, state, episode_start, deterministic=True)
+        assert self._rng is not None
+        spec, rng = self.spec, self._rng
+        policy.set_training_mode(False)
+        obs_tensor, vectorized = policy.obs_to_tensor(observation)
+        with th.no_grad():
+            greedy_t, per_choice_t = policy.act(obs_tensor)
+        greedy, per_choice = greedy_t.cpu().numpy(), per_choice_t.cpu().numpy()
+        n = len(greedy)
+        choices = greedy.astype(np.int64)
+        params = per_choice[np.arange(n), choices].astype(np.float32)
+        r = np.flatnonzero(rng.random(n) < self.exploration_rate)
+        if len(r):
+            choices[r] = rng.integers(0, spec.n_choices, len(r))
+            p = per_choice[r, choices[r]] + self._param_noise(len(r))
+            params[r] = policy.snap_params(np.clip(p, spec.param_low, spec.param_high).astype(np.float32))
+        actions = spec.encode(choices, params)
+        return (actions if vectorized else actions[0]), state
 
     # ------------------------------------------------------------------ collecting
     def collect_rollouts(  # type: ignore[override]
@@ -511,7 +556,8 @@ class HybridDQN(OffPolicyAlgorithm):
         dones: np.ndarray,
         infos: list[dict[str, Any]],
     ) -> None:
-        """Store the in-control transitions with their executed actions; read the next expert actions."""
+        """Store the in-control transitions with their executed actions and the expert's labels (uncontrolled
+        ticks join the env's newest transition in the buffer); read the next expert actions."""
         if self._vec_normalize_env is not None:
             new_obs_ = self._vec_normalize_env.get_original_obs()
             reward_ = self._vec_normalize_env.get_original_reward()
@@ -522,6 +568,10 @@ class HybridDQN(OffPolicyAlgorithm):
         truncated = np.zeros(n, dtype=bool)
         store = np.ones(n, dtype=bool)
         executed = np.array(actions, dtype=np.float32, copy=True)
+        # the expert's label for the observation these actions answered (whoever acted), before the new infos
+        # replace it with the one for the next observation
+        expert_actions = self._expert_actions[:n].copy()
+        expert_valid = self._expert_valid[:n].copy()
         reset_infos: list[dict[str, Any]] | None = None
         for i, info in enumerate(infos):
             store[i] = bool(info.get("agent_in_control", True))
@@ -543,7 +593,16 @@ class HybridDQN(OffPolicyAlgorithm):
             self._read_expert(i, expert_info)
         dones = np.asarray(dones, dtype=bool)
         replay_buffer.add_step(
-            self._last_original_obs, next_obs, executed, reward_, dones & ~truncated, truncated, store, sources
+            self._last_original_obs,
+            next_obs,
+            executed,
+            reward_,
+            dones & ~truncated,
+            truncated,
+            store,
+            sources,
+            expert_actions=expert_actions,
+            expert_valid=expert_valid,
         )
         counts = np.bincount(sources, minlength=3)
         self.source_totals += counts
@@ -571,6 +630,8 @@ class HybridDQN(OffPolicyAlgorithm):
             self.logger.record("rollout/stored_frac", self._window_stored / total)
         self._stats.flush(self.logger)
         if self._learner is not None:
+            # train() logs it in synchronous mode; the learner thread applies the schedule at the same progress
+            self.logger.record("train/learning_rate", float(self.lr_schedule(self._current_progress_remaining)))
             self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
             self.logger.record("learner/updates_per_s", self._learner.updates_per_second())
             self.logger.record("learner/acting_version", self._acting_version)
@@ -603,25 +664,51 @@ class HybridDQN(OffPolicyAlgorithm):
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self._stats.flush(self.logger)
 
+    def _autocast(self) -> Any:
+        if not self.bf16:
+            return nullcontext()
+        return th.autocast(device_type=self.device.type, dtype=th.bfloat16)
+
+    def _labels(self, data: Any) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """Rows with a demonstration label, and the label: (mask, choice, parameter).
+
+        With ``demo_on_labels`` every transition the expert labelled counts (it labels every observation, also
+        the ones the model drove); otherwise only the expert-driven ones, labelled by what they executed.
+        """
+        if self.demo_on_labels and getattr(data, "expert_choices", None) is not None:
+            mask = data.expert_choices >= 0
+            return mask, data.expert_choices.clamp(min=0), data.expert_params
+        return data.sources == SOURCE_EXPERT, data.choices, data.params
+
     def _gradient_step(self, batch_size: int) -> None:
         """One update: TD (Huber, n-step, double Q) + demonstration loss; then the actor (hybrid head)."""
         policy = self.policy
         data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
         obs, choice, param = data.observations, data.choices, data.params
-        with th.no_grad():
-            next_v = policy.bootstrap_values(data.next_observations, self.double_q)
-            target = data.rewards[:, 0] + (1.0 - data.dones[:, 0]) * data.discounts[:, 0] * next_v
-        q = policy.q_taken(obs, choice, param)
-        td_loss = F.smooth_l1_loss(q, target)
-        loss = td_loss
         demo_coef = self.current_demo_coef
-        demo_mask = data.sources == SOURCE_EXPERT
-        stats: dict[str, Any] = {"loss": td_loss, "q_mean": q.mean(), "q_std": q.std()}
-        if demo_coef > 0 and bool(demo_mask.any()):
-            idx = demo_mask.nonzero().squeeze(1)
-            margin = policy.large_margin_loss(obs[idx], choice[idx], param[idx], q[idx], self.demo_margin).mean()
-            loss = loss + demo_coef * margin
-            stats["demo_margin_loss"] = margin
+        demo_mask, demo_choice, demo_param = self._labels(data)
+        if policy.hybrid and policy.categorical_actor:
+            self._categorical_step(data, demo_coef, demo_mask, demo_choice, demo_param)
+            return
+        with self._autocast():
+            with th.no_grad():
+                next_v = policy.bootstrap_values(data.next_observations, self.double_q).float()
+                target = data.rewards[:, 0] + (1.0 - data.dones[:, 0]) * data.discounts[:, 0] * next_v
+            q = policy.q_taken(obs, choice, param).float()
+            td_loss = F.smooth_l1_loss(q, target)
+            loss = td_loss
+            stats: dict[str, Any] = {"loss": td_loss, "q_mean": q.mean(), "q_std": q.std()}
+            if demo_coef > 0 and bool(demo_mask.any()):
+                idx = demo_mask.nonzero().squeeze(1)
+                if self.demo_on_labels:
+                    q_demo = policy.q_taken(obs[idx], demo_choice[idx], demo_param[idx]).float()
+                else:
+                    q_demo = q[idx]
+                margin = policy.large_margin_loss(
+                    obs[idx], demo_choice[idx], demo_param[idx], q_demo, self.demo_margin
+                ).float().mean()
+                loss = loss + demo_coef * margin
+                stats["demo_margin_loss"] = margin
         policy.optimizer.zero_grad()
         loss.backward()
         th.nn.utils.clip_grad_norm_(policy.q_net.parameters(), self.max_grad_norm)
@@ -631,18 +718,54 @@ class HybridDQN(OffPolicyAlgorithm):
             # the actor's gradient goes through Q; Q's own weights need no gradient here
             policy.q_net.requires_grad_(False)
             try:
-                actor_loss, q_actor, demo_param = policy.actor_loss(
-                    obs, demo_mask.float(), choice, param, demo_coef * self.demo_param_coef
-                )
+                with self._autocast():
+                    if policy.categorical_actor:
+                        actor_loss, actor_stats = policy.categorical_actor_loss(
+                            obs, demo_mask, demo_param, demo_coef * self.demo_param_coef, self.actor_q_coef,
+                            self.actor_candidates,
+                        )
+                        stats.update(actor_stats)
+                    else:
+                        actor_loss, q_actor, demo_param_loss = policy.actor_loss(
+                            obs, demo_mask.float(), demo_choice, demo_param, demo_coef * self.demo_param_coef
+                        )
+                        stats["actor_q"] = q_actor
+                        if "demo_margin_loss" in stats:
+                            stats["demo_param_loss"] = demo_param_loss
                 policy.actor_optimizer.zero_grad()
-                actor_loss.backward()
+                actor_loss.float().backward()
             finally:
                 policy.q_net.requires_grad_(True)
             th.nn.utils.clip_grad_norm_(policy.actor.parameters(), self.max_grad_norm)
             policy.actor_optimizer.step()
-            stats["actor_q"] = q_actor
-            if "demo_margin_loss" in stats:
-                stats["demo_param_loss"] = demo_param
+        self._n_updates += 1
+        if self._n_updates % self.target_update_interval == 0:
+            self._update_targets()
+        stats["demo_frac"] = demo_mask.float().mean()
+        self._stats.add(stats)
+
+    def _categorical_step(self, data: Any, demo_coef: float, demo_mask: th.Tensor, demo_choice: th.Tensor,
+                          demo_param: th.Tensor) -> None:
+        """The hybrid head with a categorical parameter network: one graph, one backward, both optimisers."""
+        policy = self.policy
+        assert policy.actor is not None and policy.actor_optimizer is not None
+
+        def td_target(next_v: th.Tensor) -> th.Tensor:
+            return data.rewards[:, 0] + (1.0 - data.dones[:, 0]) * data.discounts[:, 0] * next_v
+
+        with self._autocast():
+            loss, stats = policy.categorical_update_losses(
+                data.observations, data.next_observations, data.choices, data.params, td_target,
+                demo_mask, demo_choice, demo_param, self.demo_margin, demo_coef, demo_coef * self.demo_param_coef,
+                self.actor_q_coef, self.actor_candidates, self.double_q,
+            )
+        policy.optimizer.zero_grad()
+        policy.actor_optimizer.zero_grad()
+        loss.backward()
+        th.nn.utils.clip_grad_norm_(policy.q_net.parameters(), self.max_grad_norm)
+        th.nn.utils.clip_grad_norm_(policy.actor.parameters(), self.max_grad_norm)
+        policy.optimizer.step()
+        policy.actor_optimizer.step()
         self._n_updates += 1
         if self._n_updates % self.target_update_interval == 0:
             self._update_targets()
@@ -756,16 +879,62 @@ class HybridDQN(OffPolicyAlgorithm):
                 )
                 if not rollout.continue_training:
                     break
+                if self.num_timesteps > 0 and self.num_timesteps > self.learning_starts and not self._pretrained:
+                    self._pretrained = True
+                    self.offline_updates(self.pretrain_steps, "pre-training")
                 if not self.async_learner and self.num_timesteps > 0 and self.num_timesteps > self.learning_starts:
                     gradient_steps = self.gradient_steps if self.gradient_steps >= 0 else rollout.episode_timesteps
                     if gradient_steps > 0:
-                        self.train(batch_size=self.batch_size, gradient_steps=gradient_steps)
+                        with self._sync_threads():
+                            self.train(batch_size=self.batch_size, gradient_steps=gradient_steps)
+            if self.num_timesteps > self.learning_starts:
+                self.offline_updates(self.final_steps, "final updates")
         except BaseException:
             self._stop_learner(raise_error=False)
             raise
         self._stop_learner(raise_error=True)
         callback.on_training_end()
         return self
+
+    @contextmanager
+    def _sync_threads(self) -> Iterator[None]:
+        """Torch threads for updates the emulators wait for (all the cores are the learner's then)."""
+        if self.sync_threads is None:
+            yield
+            return
+        before = th.get_num_threads()
+        th.set_num_threads(int(self.sync_threads))
+        try:
+            yield
+        finally:
+            th.set_num_threads(before)
+
+    def offline_updates(self, steps: int, what: str = "offline updates") -> None:
+        """``steps`` gradient updates on the replay buffer now, while the env waits (pre-training, final updates).
+
+        The background learner, if any, is paused meanwhile. Progress is printed every 2,000 updates (verbose)
+        and the losses are logged as usual.
+        """
+        if steps <= 0 or self.replay_buffer.size() == 0:
+            return
+        t0 = time.perf_counter()
+        if self.verbose:
+            print(f"HybridDQN: {what}: {steps:,} updates on {self.replay_buffer.size():,} transitions", flush=True)
+        with self._learner.pause() if self._learner is not None else nullcontext(), self._sync_threads():
+            self.policy.set_training_mode(True)
+            self.logger.record("train/learning_rate", self._apply_learning_rate())
+            for i in range(1, steps + 1):
+                self._gradient_step(self.batch_size)
+                if i % 2000 == 0 or i == steps:
+                    if self.verbose:
+                        rate = i / (time.perf_counter() - t0)
+                        print(f"HybridDQN: {what}: {i:,}/{steps:,} updates ({rate:.0f}/s)", flush=True)
+                    self._stats.flush(self.logger)
+                    self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+                    self.logger.dump(step=self.num_timesteps)
+            self.policy.set_training_mode(False)
+        if self.acting_policy is not None and self._publisher is not None:
+            self._publish_weights()
 
     # ------------------------------------------------------------------ saving
     def _excluded_save_params(self) -> list[str]:
