@@ -155,6 +155,48 @@ class ParamActor(nn.Module):
         return self.center + self.half_range * self.mu(features)
 
 
+class CategoricalParamActor(nn.Module):
+    """Parameter network as a classifier: per choice, logits over ``n_values`` evenly spaced parameter values.
+
+    The parameter of choice ``k`` is the *mode* of its distribution (the value with the largest logit). Why not
+    one regressed value: the expert's spinner stands still on most ticks and moves at full speed otherwise; a
+    squared-error regression toward such a target lands between the modes (a slow drift when it should stand
+    still), and a deterministic policy gradient through Q is mostly noise for a one-tick spinner move. A
+    classifier keeps "stand still" and "move there" as separate values and picks one. For Tempest, 63 values
+    over ``[-1, 1]`` are exactly the 63 spinner deltas the game can execute in one tick (``-31..31``).
+    """
+
+    def __init__(
+        self,
+        features_dim: int,
+        n_choices: int,
+        net_arch: list[int],
+        activation_fn: type[nn.Module],
+        low: float,
+        high: float,
+        n_values: int,
+    ) -> None:
+        super().__init__()
+        if n_values < 2:
+            raise ValueError(f"param_classes must be >= 2, got {n_values}")
+        self.n_choices, self.n_values = n_choices, n_values
+        self.logits_net = nn.Sequential(*create_mlp(features_dim, n_choices * n_values, net_arch, activation_fn))
+        self.register_buffer("values", th.linspace(low, high, n_values, dtype=th.float32))
+
+    def logits(self, features: th.Tensor) -> th.Tensor:
+        """(B, F) -> (B, K, n_values)."""
+        return self.logits_net(features).view(-1, self.n_choices, self.n_values)
+
+    def value_index(self, params: th.Tensor) -> th.Tensor:
+        """Index of the nearest value of each parameter (any shape)."""
+        mids = 0.5 * (self.values[1:] + self.values[:-1])
+        return th.bucketize(params.contiguous(), mids)
+
+    def forward(self, features: th.Tensor) -> th.Tensor:
+        """(B, F) -> (B, K): each choice's parameter, the mode of its distribution."""
+        return self.values[self.logits(features).argmax(dim=2)]
+
+
 def invert_gradients(grad: th.Tensor, params: th.Tensor, low: float, high: float) -> th.Tensor:
     """Hausknecht & Stone (2016) bounded-parameter gradients, as used by P-DQN and MP-DQN.
 
@@ -192,6 +234,10 @@ class HybridQPolicy(BasePolicy):
     :param optimizer_class: optimizer for the Q-network and the actor
     :param optimizer_kwargs: its keyword arguments (without the learning rate)
     :param actor_lr_scale: the actor's learning rate is ``actor_lr_scale`` times the Q-network's
+    :param param_classes: hybrid head only: ``None`` for a deterministic regressed parameter per choice
+        (:class:`ParamActor`, trained by the deterministic policy gradient); an int ``M`` for a parameter
+        network that classifies among ``M`` evenly spaced values (:class:`CategoricalParamActor`, trained by
+        imitation and by moving its mode toward the candidate value the Q-network prefers)
     """
 
     def __init__(
@@ -209,6 +255,7 @@ class HybridQPolicy(BasePolicy):
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
         actor_lr_scale: float = 1.0,
+        param_classes: int | None = None,
     ) -> None:
         super().__init__(
             observation_space,
@@ -224,7 +271,10 @@ class HybridQPolicy(BasePolicy):
         self.actor_arch = list(actor_arch) if actor_arch is not None else list(self.net_arch)
         self.activation_fn = activation_fn
         self.actor_lr_scale = float(actor_lr_scale)
+        self.param_classes = None if param_classes is None else int(param_classes)
         self.spinner_bins = spinner_bins
+        if self.param_classes is not None and spinner_bins is not None:
+            raise ValueError("param_classes belongs to the hybrid head; the binned head (spinner_bins) has no actor")
         if spinner_bins is None:
             bins = None
         elif isinstance(spinner_bins, (int, np.integer)):
@@ -284,8 +334,22 @@ class HybridQPolicy(BasePolicy):
     def make_actor(self) -> _Net:
         fe = self.make_features_extractor()
         s = self.spec
-        head = ParamActor(fe.features_dim, s.n_choices, self.actor_arch, self.activation_fn, s.param_low, s.param_high)
+        head: nn.Module
+        if self.param_classes is not None:
+            head = CategoricalParamActor(
+                fe.features_dim, s.n_choices, self.actor_arch, self.activation_fn, s.param_low, s.param_high,
+                self.param_classes,
+            )
+        else:
+            head = ParamActor(
+                fe.features_dim, s.n_choices, self.actor_arch, self.activation_fn, s.param_low, s.param_high
+            )
         return _Net(fe, head).to(self.device)
+
+    @property
+    def categorical_actor(self) -> bool:
+        """True when the hybrid head's parameter network is a classifier (``param_classes``)."""
+        return self.param_classes is not None
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -301,6 +365,7 @@ class HybridQPolicy(BasePolicy):
                 features_extractor_class=self.features_extractor_class,
                 features_extractor_kwargs=self.features_extractor_kwargs,
                 actor_lr_scale=self.actor_lr_scale,
+                param_classes=self.param_classes,
             )
         )
         return data
@@ -419,7 +484,7 @@ class HybridQPolicy(BasePolicy):
                 params = self._actor_params(obs)
             q_alt = self._q_all(obs, params)
             q_alt = q_alt + margin * (F.one_hot(choice, k) == 0).to(q_alt.dtype)
-            q_alt = q_alt.scatter(1, choice[:, None], q_expert[:, None])
+            q_alt = q_alt.scatter(1, choice[:, None], q_expert[:, None].to(q_alt.dtype))
         else:
             q_alt = self._q_all(obs).flatten(1)
             joint = choice * self.n_bins + self.param_to_bin(param)
@@ -455,6 +520,129 @@ class HybridQPolicy(BasePolicy):
             demo = (err.square() * demo_mask).sum() / demo_mask.sum()
             loss = loss + demo_coef * demo
         return loss, q.detach().sum(dim=1).mean(), demo.detach()
+
+
+    def categorical_update_losses(
+        self,
+        obs: PyTorchObs,
+        next_obs: PyTorchObs,
+        choice: th.Tensor,
+        param: th.Tensor,
+        td_target_fn: Any,
+        label_mask: th.Tensor,
+        label_choice: th.Tensor,
+        label_param: th.Tensor,
+        margin: float,
+        margin_coef: float,
+        imitation_coef: float,
+        q_coef: float,
+        candidates: int,
+        double_q: bool = True,
+    ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
+        """All losses of one update of the hybrid head with a categorical parameter network, in one graph.
+
+        The same math as :meth:`q_taken` + :meth:`bootstrap_values` + :meth:`large_margin_loss` +
+        :meth:`categorical_actor_loss`, but each network's features are computed once per batch (the lane
+        extractor is the expensive part on a CPU) and one backward pass serves both networks: the actor's
+        loss does not go through Q, so the Q-network and the actor have disjoint gradients.
+        ``td_target_fn(next_values) -> targets`` adds the n-step rewards and discounts.
+        """
+        assert self.actor is not None and self.actor_target is not None
+        head: CategoricalParamActor = self.actor.head  # type: ignore[assignment]
+        q_head: MPQNetwork = self.q_net.head  # type: ignore[assignment]
+        with th.no_grad():
+            next_params = self.actor_target.head(self._features(next_obs, self.actor_target))
+            f_next_t = self._features(next_obs, self.q_net_target)
+            if double_q:
+                next_choice = q_head(self._features(next_obs, self.q_net), next_params).argmax(dim=1)
+            else:
+                next_choice = self.q_net_target.head(f_next_t, next_params).argmax(dim=1)
+            next_param = next_params.gather(1, next_choice[:, None]).squeeze(1)
+            target = td_target_fn(self.q_net_target.head.forward_choice(f_next_t, next_choice, next_param).float())
+        f_q = self._features(obs, self.q_net)
+        q = q_head.forward_choice(f_q, choice, param).float()
+        td = F.smooth_l1_loss(q, target)
+        loss = td
+        stats: dict[str, th.Tensor] = {"loss": td.detach(), "q_mean": q.detach().mean(), "q_std": q.detach().std()}
+        logits = head.logits(self._features(obs, self.actor))  # (B, K, M)
+        modes = logits.detach().argmax(dim=2)
+        any_label = bool(label_mask.any())
+        if margin_coef > 0 and any_label:
+            idx = label_mask.nonzero().squeeze(1)
+            f_l = f_q[idx]
+            q_alt = q_head(f_l, head.values[modes[idx]]).float()
+            q_e = q_head.forward_choice(f_l, label_choice[idx], label_param[idx]).float()
+            k = self.spec.n_choices
+            q_alt = q_alt + margin * (F.one_hot(label_choice[idx], k) == 0).to(q_alt.dtype)
+            q_alt = q_alt.scatter(1, label_choice[idx, None], q_e[:, None])
+            m = (q_alt.max(dim=1).values - q_e).mean()
+            loss = loss + margin_coef * m
+            stats["demo_margin_loss"] = m.detach()
+        logp = F.log_softmax(logits.float(), dim=2)
+        if imitation_coef > 0 and any_label:
+            target_idx = head.value_index(label_param)
+            nll = -logp.gather(2, target_idx[:, None, None].expand(-1, logp.shape[1], 1)).squeeze(2).mean(dim=1)
+            mask = label_mask.to(nll.dtype)
+            imit = (nll * mask).sum() / mask.sum()
+            loss = loss + imitation_coef * imit
+            stats["actor_imitation"] = imit.detach()
+            stats["actor_label_acc"] = ((modes == target_idx[:, None]).float().mean(dim=1) * mask).sum() / mask.sum()
+        if q_coef > 0 and candidates > 1:
+            with th.no_grad():
+                top = logits.detach().topk(min(candidates, head.n_values), dim=2).indices  # (B, K, C)
+                f_d = f_q.detach()
+                q_c = th.stack([q_head(f_d, head.values[top[:, :, c]]) for c in range(top.shape[2])], dim=2)
+                best = top.gather(2, q_c.argmax(dim=2, keepdim=True))  # (B, K, 1)
+            improve = -logp.gather(2, best).mean()
+            loss = loss + q_coef * improve
+            stats["actor_q_improve"] = improve.detach()
+        return loss, stats
+
+    def categorical_actor_loss(
+        self,
+        obs: PyTorchObs,
+        label_mask: th.Tensor,
+        label_param: th.Tensor,
+        imitation_coef: float,
+        q_coef: float,
+        candidates: int = 3,
+    ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
+        """Loss of the categorical parameter network (``param_classes``); backpropagate the first value.
+
+        * **Imitation**: cross-entropy of every choice's distribution to the expert's parameter, on the rows
+          with a label (``label_mask``), weighted by ``imitation_coef``. The expert's spinner does not depend
+          on its fire/zap choice, so every choice learns it.
+        * **Q improvement**: per choice, the ``candidates`` most likely values are scored by the online
+          Q-network and the best becomes a cross-entropy target, weighted by ``q_coef``: the mode moves to a
+          value Q prefers, among those the actor already finds plausible (policy improvement by sampling,
+          instead of a gradient through a one-tick move that Q hardly resolves).
+        """
+        assert self.actor is not None and isinstance(self.actor.head, CategoricalParamActor)
+        head: CategoricalParamActor = self.actor.head
+        logits = head.logits(self._features(obs, self.actor))  # (B, K, M)
+        logp = F.log_softmax(logits.float(), dim=2)
+        stats: dict[str, th.Tensor] = {}
+        loss = th.zeros((), device=logits.device)
+        if imitation_coef > 0 and bool(label_mask.any()):
+            target = head.value_index(label_param)  # (B,)
+            nll = -logp.gather(2, target[:, None, None].expand(-1, logp.shape[1], 1)).squeeze(2).mean(dim=1)
+            mask = label_mask.to(nll.dtype)
+            imit = (nll * mask).sum() / mask.sum()
+            loss = loss + imitation_coef * imit
+            stats["actor_imitation"] = imit.detach()
+            with th.no_grad():
+                mode = logits.argmax(dim=2)
+                stats["actor_label_acc"] = ((mode == target[:, None]).float().mean(dim=1) * mask).sum() / mask.sum()
+        if q_coef > 0 and candidates > 0:
+            with th.no_grad():
+                top = logits.topk(min(candidates, head.n_values), dim=2).indices  # (B, K, C)
+                features = self._features(obs, self.q_net)
+                q_c = th.stack([self.q_net.head(features, head.values[top[:, :, c]]) for c in range(top.shape[2])], 2)
+                best = top.gather(2, q_c.argmax(dim=2, keepdim=True))  # (B, K, 1)
+            improve = -logp.gather(2, best).mean()
+            loss = loss + q_coef * improve
+            stats["actor_q_improve"] = improve.detach()
+        return loss, stats
 
 
 #: SB3-style aliases (``HybridDQN("MlpPolicy", env)``)

@@ -36,7 +36,10 @@ _SAFE_NAMES = {"True": True, "False": False, "None": None}
 
 
 def _torch_names() -> dict[str, Any]:
+    """Names a YAML ``policy_kwargs`` string may use: activations and our features extractor."""
     import torch as th
+
+    from tempest_gym.hybrid_dqn.features import TempestLanesExtractor
 
     return {
         "nn.ReLU": th.nn.ReLU,
@@ -45,6 +48,7 @@ def _torch_names() -> dict[str, Any]:
         "nn.ELU": th.nn.ELU,
         "nn.LeakyReLU": th.nn.LeakyReLU,
         "nn.GELU": th.nn.GELU,
+        "TempestLanesExtractor": TempestLanesExtractor,
     }
 
 
@@ -76,7 +80,8 @@ def parse_policy_kwargs(text: str | dict) -> dict[str, Any]:
         for prefix in ("", "th.", "torch."):
             if dotted.startswith(prefix) and dotted[len(prefix) :] in names:
                 return names[dotted[len(prefix) :]]
-        raise ValueError(f"policy_kwargs: {dotted!r} is not allowed (literals, dict(...), nn.<Activation> only)")
+        allowed = "literals, dict(...), nn.<Activation>, TempestLanesExtractor"
+        raise ValueError(f"policy_kwargs: {dotted!r} is not allowed ({allowed} only)")
 
     value = ev(tree.body)
     if not isinstance(value, dict):
