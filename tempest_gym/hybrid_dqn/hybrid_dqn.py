@@ -775,7 +775,9 @@ class HybridDQN(OffPolicyAlgorithm):
     def _update_targets(self) -> None:
         for online, target in self.policy.target_pairs():
             polyak_update(online.parameters(), target.parameters(), self.tau)
-            polyak_update(online.buffers(), target.buffers(), 1.0)
+            with th.no_grad():  # buffers are copied (integer ones too: polyak_update cannot scale those)
+                for src, dst in zip(online.buffers(), target.buffers(), strict=True):
+                    dst.copy_(src)
 
     # ------------------------------------------------------------------ background learner
     def _replay_ratio(self) -> float:
