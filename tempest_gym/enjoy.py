@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m tempest_gym.enjoy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--algo", default="expert", help="expert, random, or a trained algorithm (hybrid_dqn)")
+    p.add_argument("--released", action="store_true",
+                   help="the released hybrid_dqn model (models/hybrid_dqn_tempest.zip); sets --algo and --model")
     p.add_argument("--env", default=ENV_ID, choices=[ENV_ID], help="environment id")
     p.add_argument("-n", "--n-timesteps", type=int, default=10_000, help="env steps (ticks per instance x instances)")
     p.add_argument("--num-envs", type=int, default=1, help="MAME instances")
@@ -89,7 +91,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="no window, full speed (default when there is no display)",
     )
     view.add_argument("--window", dest="headless", action="store_false", help="a normal MAME window at game speed")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.released:
+        from tempest_gym.paths import released_model
+
+        if args.algo not in (None, "hybrid_dqn") and "--algo" in (argv if argv is not None else sys.argv):
+            p.error("--released is a hybrid_dqn model; leave --algo out or say --algo hybrid_dqn")
+        try:
+            args.algo, args.model = "hybrid_dqn", str(released_model())
+        except FileNotFoundError as exc:
+            p.error(str(exc))
+    elif args.algo is None:
+        p.error("--algo is required (hybrid_dqn, expert or random), or --released")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,9 @@ from tempest_gym.evaluation import epsilon_policy, evaluate
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tempest_gym.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--algo", required=True, help="hybrid_dqn, expert or random")
+    p.add_argument("--algo", default=None, help="hybrid_dqn, expert or random")
+    p.add_argument("--released", action="store_true",
+                   help="the released hybrid_dqn model (models/hybrid_dqn_tempest.zip); sets --algo and --model")
     p.add_argument("--env", default=ENV_ID, choices=[ENV_ID], help="environment id")
     p.add_argument("-f", "--folder", default="logs", help="Zoo-style log folder (trained algorithms)")
     p.add_argument("--model", default=None, help="model .zip (instead of -f)")
@@ -38,7 +40,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rompath", default=None)
     p.add_argument("--mame", default=None)
     p.add_argument("--out", default=None, help="output folder for eval.json and eval.md")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.released:
+        from tempest_gym.paths import released_model
+
+        if args.algo not in (None, "hybrid_dqn") and "--algo" in (argv if argv is not None else sys.argv):
+            p.error("--released is a hybrid_dqn model; leave --algo out or say --algo hybrid_dqn")
+        try:
+            args.algo, args.model = "hybrid_dqn", str(released_model())
+        except FileNotFoundError as exc:
+            p.error(str(exc))
+    elif args.algo is None:
+        p.error("--algo is required (hybrid_dqn, expert or random), or --released")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

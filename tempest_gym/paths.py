@@ -1,4 +1,4 @@
-"""Where the Lua client lives, whether running from a checkout or an installed wheel."""
+"""Where the Lua client and the released model live, whether running from a checkout or an installed wheel."""
 
 from __future__ import annotations
 
@@ -26,3 +26,20 @@ def lua_dir() -> Path:
             return c
     tried = ", ".join(str(c) for c in candidates)
     raise FileNotFoundError(f"tempest-gym's Lua client ({ENTRY_SCRIPT}) not found; tried: {tried}")
+
+
+#: the released hybrid_dqn policy (weights only), trained by the command in docs/results.md
+RELEASED_MODEL = "hybrid_dqn_tempest.zip"
+
+
+def released_model() -> Path:
+    """The released model: the checkout's ``models/`` folder, or ``<prefix>/share/tempest-gym/models``."""
+    candidates = [
+        Path(__file__).resolve().parent.parent / "models" / RELEASED_MODEL,
+        Path(sys.prefix) / "share" / "tempest-gym" / "models" / RELEASED_MODEL,
+    ]
+    for c in candidates:
+        if c.is_file():
+            return c
+    tried = ", ".join(str(c) for c in candidates)
+    raise FileNotFoundError(f"the released model ({RELEASED_MODEL}) was not found; tried: {tried}")

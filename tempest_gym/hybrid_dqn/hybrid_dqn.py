@@ -60,6 +60,7 @@ from tempest_gym.hybrid_dqn.schedules import ScheduleLike, parse_schedule
 SelfHybridDQN = TypeVar("SelfHybridDQN", bound="HybridDQN")
 
 PARAM_NOISES = ("gaussian", "uniform", "none")
+TARGET_PREFIXES = ("q_net_target.", "actor_target.")
 
 
 def find_layout(env: VecEnv | None) -> Any:
@@ -271,6 +272,7 @@ class HybridDQN(OffPolicyAlgorithm):
         self.sync_threads = sync_threads
         self.bf16 = bool(bf16)
         self._pretrained = False
+        self._weights_only = False  # set only while save_weights() writes
         self.double_q = bool(double_q)
         self.max_grad_norm = float(max_grad_norm)
         self.async_learner = bool(async_learner)
@@ -941,13 +943,59 @@ class HybridDQN(OffPolicyAlgorithm):
     # ------------------------------------------------------------------ saving
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "acting_policy", "_learner", "_publisher", "_stats", "_latencies",
-                "_version_updates"]  # fmt: skip
+                "_version_updates", "_weights_only"]  # fmt: skip
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        if self._weights_only:
+            return ["policy"], []
         state_dicts = ["policy", "policy.optimizer"]
         if self.policy.actor_optimizer is not None:
             state_dicts.append("policy.actor_optimizer")
         return state_dicts, []
+
+    def get_parameters(self) -> dict[str, dict]:
+        """SB3's ``get_parameters``; for a weights-only save, the online networks only (targets are copies)."""
+        params = super().get_parameters()
+        if self._weights_only:
+            params["policy"] = {k: v for k, v in params["policy"].items() if not k.startswith(TARGET_PREFIXES)}
+        return params
+
+    def save_weights(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
+        """Save what acting needs: hyperparameters and the online networks; no optimiser state, no replay.
+
+        A file of this kind loads with ``HybridDQN.load`` like any other (the target networks start as copies
+        of the online ones, the optimisers fresh): it is how a trained policy is released (``models/``).
+        """
+        self._weights_only = True
+        try:
+            self.save(path)
+        finally:
+            self._weights_only = False
+
+    def set_parameters(
+        self,
+        load_path_or_dict: str | dict[str, dict],
+        exact_match: bool = True,
+        device: th.device | str = "auto",
+    ) -> None:
+        """SB3's ``set_parameters``; also takes a weights-only file (:meth:`save_weights`)."""
+        params = load_path_or_dict
+        if isinstance(params, dict) and "policy" in params and "policy.optimizer" not in params:
+            policy = params["policy"]
+            if not any(k.startswith(TARGET_PREFIXES) for k in policy):
+                full = self.policy.state_dict()
+                policy = dict(policy)
+                for key in full:
+                    if key.startswith(TARGET_PREFIXES):
+                        online = key.replace("_target.", ".", 1)
+                        if online in policy:
+                            policy[key] = policy[online]
+            super().set_parameters({"policy": policy}, exact_match=False, device=device)
+            missing = set(self.policy.state_dict()) - set(policy)
+            if missing:
+                raise ValueError(f"weights-only file lacks {sorted(missing)[:5]}...")
+            return
+        super().set_parameters(load_path_or_dict, exact_match, device)
 
     def save(
         self,
