@@ -3,8 +3,10 @@
 Starts N headless MAME instances that connect to a trainer started with ``--remote`` (see README,
 "Several hosts"), and supervises them: a crashed MAME is restarted with backoff; when the trainer goes
 away the Lua clients keep MAME alive and reconnect by themselves (each reconnection is a new run, so
-the trainer never stitches two streams together). The server assigns slots. Off loopback the trainer
-requires a shared token: ``--token`` or ``$TEMPEST_TOKEN``. Ctrl-C stops everything.
+the trainer never stitches two streams together). The server assigns slots. Every run has a token:
+``--token`` or ``$TEMPEST_TOKEN`` (required when the trainer listens off loopback); a trainer on this host
+that made up its own leaves it in a file only this user can read, and clients for ``127.0.0.1:PORT``
+without ``--token`` read it there on every (re)connection. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from tempest_gym.errors import TempestGymError
 from tempest_gym.mame import MameProcess, find_mame, find_rompath, verify_roms
+from tempest_gym.server import LOOPBACK, token_file_path
 
 log = logging.getLogger("tempest_gym.client")
 
@@ -37,7 +40,7 @@ class ClientSupervisor:
 
     def __init__(self, host: str, port: int, num: int, rompath: str, mame: str, token: str, seed: int = 0,
                  start_level: int = 1, lives: int = 3, workdir: str | None = None, max_backoff: float = 60.0,
-                 ) -> None:  # fmt: skip
+                 token_file: str = "") -> None:  # fmt: skip
         self.root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="tempest-client-"))
         self._own_root = workdir is None
         self.max_backoff = max_backoff
@@ -48,7 +51,7 @@ class ClientSupervisor:
         for i in range(num):
             settings = {"host": host, "port": port, "slot": -1, "seed": (seed + i) & 0x7FFFFFFF,
                         "start_level": start_level, "lives": lives, "reconnect": 1, "token": token,
-                        "connect_timeout": 3600, "reply_timeout": 3600}  # fmt: skip
+                        "token_file": token_file, "connect_timeout": 3600, "reply_timeout": 3600}  # fmt: skip
             wd = self.root / f"client{i}"
             wd.mkdir(parents=True, exist_ok=True)
             self.procs.append(MameProcess(i, wd, mame, rompath, settings))
@@ -91,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num", type=int, default=1, help="MAME instances to run here")
     p.add_argument("--rompath", default=None, help="directory holding tempest1 (default $TEMPEST_ROMS)")
     p.add_argument("--mame", default=None)
-    p.add_argument("--token", default=None, help="shared secret (default $TEMPEST_TOKEN)")
+    p.add_argument("--token", default=None, help="the run's token (default $TEMPEST_TOKEN; for a trainer on "
+                   "this host's loopback, the token file it wrote); prefer $TEMPEST_TOKEN: a command line is public")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--start-level", type=int, default=1)
     p.add_argument("--lives", type=int, default=3)
@@ -105,8 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TempestGymError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    token = args.token if args.token is not None else os.environ.get("TEMPEST_TOKEN", "")
-    sup = ClientSupervisor(host, port, args.num, rompath, mame, token, args.seed, args.start_level, args.lives)
+    token = args.token or os.environ.get("TEMPEST_TOKEN", "")
+    token_file = ""
+    if not token and host in LOOPBACK:
+        token_file = str(token_file_path(port))  # read by the Lua clients at every (re)connection
+        print(f"no --token: using the token the trainer on this host writes to {token_file}", flush=True)
+    sup = ClientSupervisor(host, port, args.num, rompath, mame, token, args.seed, args.start_level, args.lives,
+                           token_file=token_file)  # fmt: skip
     stop = False
 
     def on_signal(*_):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import select
 import selectors
 import shutil
@@ -25,10 +24,11 @@ from tempest_gym import protocol
 from tempest_gym.errors import ClientDisconnectedError, ClientTimeoutError, TempestGymError
 from tempest_gym.layout import StateLayout, default_layout
 from tempest_gym.mame import MameProcess, find_mame, find_rompath, verify_roms
-from tempest_gym.server import ClientConnection, Server
+from tempest_gym.server import ClientConnection, Server, remove_token_file, resolve_token, write_token_file
 
 log = logging.getLogger(__name__)
 
+DOOR_INTERVAL = 0.05  # s between looks at the listening socket while stepping
 START_LEVELS = (1, 3, 5, 7, 9, 11, 13, 15, 17, 20, 22, 24, 26, 28, 31, 33, 36, 40, 44, 47, 49, 52, 56, 60,
                 63, 65, 73, 81)  # fmt: skip
 
@@ -73,7 +73,7 @@ class ClusterConfig:
     seed: int = 0
     host: str = "127.0.0.1"
     port: int = 0
-    token: str | None = None
+    token: str | None = None  # None/"": $TEMPEST_TOKEN, else a random one per run (required off loopback)
     transport: str = "auto"
     pipeline: bool = True
     death_penalty: int = 1000
@@ -126,16 +126,25 @@ class MameCluster:
         self._broken: dict[int, str] = {}  # slots whose send failed, with why
         self._sel: selectors.BaseSelector | None = None
         self._tmp: str | None = None
+        self.token = ""  # the run's token (set by start; given, or random)
+        self._token_file: Path | None = None
+        self._next_door_check = 0.0  # when to next answer connections that came while every slot is taken
         self.started = False
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         """Find MAME and the ROMs, listen, launch N instances and complete N handshakes."""
         cfg = self.config
+        self.token, generated = resolve_token(cfg.host, cfg.token)
         if cfg.remote:
-            self.server = Server(cfg.host, cfg.port, cfg.token, cfg.handshake_timeout)
-            log.warning("waiting for %d remote client(s) on %s:%d", self.n, cfg.host, self.server.port)
+            self.server = Server(cfg.host, cfg.port, self.token, cfg.handshake_timeout)
             try:
+                where = ""
+                if generated:  # loopback: clients of this user on this host read it from a file only they can read
+                    self._token_file = write_token_file(self.server.port, self.token)
+                    where = (f"; this run's token is in {self._token_file} (python -m tempest_gym.client "
+                             f"--server 127.0.0.1:{self.server.port} reads it there)")  # fmt: skip
+                log.warning("waiting for %d remote client(s) on %s:%d%s", self.n, cfg.host, self.server.port, where)
                 conns = self.server.accept(set(range(self.n)), self.layout.size, self.layout.hash, cfg.remote_wait)
             except BaseException:
                 self.close()
@@ -145,7 +154,7 @@ class MameCluster:
         mame = find_mame(cfg.mame)
         rompath = find_rompath(cfg.rompath)
         verify_roms(mame, rompath)
-        self.server = Server(cfg.host, cfg.port, cfg.token, cfg.handshake_timeout)
+        self.server = Server(cfg.host, cfg.port, self.token, cfg.handshake_timeout)
         if cfg.workdir:
             root = Path(cfg.workdir)
             root.mkdir(parents=True, exist_ok=True)
@@ -168,7 +177,7 @@ class MameCluster:
                 # action costs nothing, and a dead trainer is noticed anyway (closed socket, parent-death signal)
                 "reply_timeout": int(max(cfg.step_timeout, cfg.reply_timeout)),
                 "death_penalty": cfg.death_penalty,
-                "token": cfg.token if cfg.token is not None else os.environ.get("TEMPEST_TOKEN", ""),
+                "token": self.token,  # in client.cfg, readable by this user only: never on a command line
             }
             wd = root / f"slot{slot}"
             wd.mkdir(parents=True, exist_ok=True)
@@ -243,6 +252,9 @@ class MameCluster:
         if self.server is not None:
             self.server.close()
             self.server = None
+        if self._token_file is not None:
+            remove_token_file(self._token_file, self.token)
+            self._token_file = None
         if self._tmp and not self.config.keep_workdir:
             shutil.rmtree(self._tmp, ignore_errors=True)
         self._tmp = None
@@ -305,11 +317,21 @@ class MameCluster:
                     bodies[i] = self._fail(i, "exited")
         arr = np.frombuffer(b"".join(bodies), dtype=self.dtype)  # type: ignore[arg-type]
         self.seq[:] = arr["seq"]
+        self._answer_the_door()
         for i in range(self.n):
             self._ok_since[i] += 1
             if self._ok_since[i] >= 100:  # a healthy stretch forgives earlier failures
                 self._fails_in_row[i] = 0
         return arr
+
+    def _answer_the_door(self) -> None:
+        """Every slot is taken: answer and log whoever connected meanwhile (REJECT "no free slot", or why their
+        handshake is bad). At most every DOOR_INTERVAL s, never waiting, bounded work (see Server.poll)."""
+        now = time.monotonic()
+        if now < self._next_door_check or self.server is None:
+            return
+        self._next_door_check = now + DOOR_INTERVAL
+        self.server.refuse_strangers(self.layout.size, self.layout.hash)
 
     def _pump_body(self, i: int) -> bytes | None:
         c = self.clients[i]

@@ -104,6 +104,14 @@ def _mame_env(headless: bool, extra: Mapping[str, str] | None = None) -> dict[st
     return env
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read: the client settings hold the run's token, which must appear
+    neither on a command line nor in a file other users can read (the scratch directory may be shared)."""
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        os.fchmod(f.fileno(), 0o600)  # an older file may have been created with wider permissions
+        f.write(text)
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     """Linux: SIGKILL the emulator if the trainer dies (headless MAME ignores SIGTERM)."""
     try:
@@ -174,7 +182,7 @@ class MameProcess:
             shutil.rmtree(self.workdir / sub, ignore_errors=True)
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         cfg_path = self.workdir / "client.cfg"
-        cfg_path.write_text("".join(f"{k}={v}\n" for k, v in self.settings.items()))
+        write_private(cfg_path, "".join(f"{k}={v}\n" for k, v in self.settings.items()))
         with open(self.log_path, "ab") as log:
             self.proc = self._popen(cfg_path, log)
         self.starts += 1

@@ -11,11 +11,13 @@ import errno
 import hmac
 import logging
 import os
+import secrets
 import select
 import selectors
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from tempest_gym import protocol
 from tempest_gym.errors import ClientDisconnectedError, ClientTimeoutError, PortInUseError
@@ -26,6 +28,51 @@ log = logging.getLogger(__name__)
 RECV_CHUNK = 1 << 16
 SEND_TIMEOUT_S = 60.0  # a client that takes no bytes for this long is gone
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+MAX_ACCEPTS_PER_POLL = 32  # bounded work per poll: a flood is taken in slices, never all at once
+MAX_PENDING = 128  # connections still in their handshake; beyond this, new ones are refused at once
+
+
+def resolve_token(host: str, token: str | None) -> tuple[str, bool]:
+    """The run's token and whether it was generated: ``token``, else ``$TEMPEST_TOKEN``, else a random one.
+
+    Off loopback the token must be given (clients on other hosts need to know it)."""
+    explicit = token or os.environ.get("TEMPEST_TOKEN", "")
+    if explicit:
+        return explicit, False
+    if host not in LOOPBACK:
+        raise ValueError(
+            f"listening on {host} (not loopback) needs a shared token: pass token=... / --token "
+            "(or set TEMPEST_TOKEN) so strangers on the network cannot drive or read the game"
+        )
+    return secrets.token_hex(16), True
+
+
+def token_file_path(port: int) -> Path:
+    """Where a trainer listening on loopback ``port`` leaves its generated token for clients of the same user
+    (``python -m tempest_gym.client --server 127.0.0.1:PORT`` without ``--token``)."""
+    return Path.home() / ".cache" / "tempest-gym" / "tokens" / f"{socket.gethostname()}-{port}"
+
+
+def write_token_file(port: int, token: str) -> Path:
+    """Write ``token`` where :func:`token_file_path` says, readable by this user only (atomically)."""
+    path = token_file_path(port)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, token.encode() + b"\n")
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return path
+
+
+def remove_token_file(path: Path, token: str) -> None:
+    """Remove a token file, unless another run has replaced it since."""
+    with contextlib.suppress(OSError):
+        if path.read_text().strip() == token:
+            path.unlink()
 
 
 class ClientConnection:
@@ -92,8 +139,13 @@ class Server:
 
     Connections are handshaken without blocking and without trusting anyone: a stranger, a
     client of another version, a wrong token, garbage bytes or a connection that says nothing
-    within ``handshake_timeout`` is answered with REJECT where possible, logged and dropped, and
-    never disturbs the clients already connected.
+    within ``handshake_timeout`` is answered with REJECT where possible, logged once and dropped,
+    and never disturbs the clients already connected. A valid client that comes while every slot
+    is taken is answered REJECT "no free slot" (the owner calls :meth:`poll` with no free slots
+    between steps, so nobody waits in the listen backlog).
+
+    ``token=None`` takes ``$TEMPEST_TOKEN``; an empty token checks none (loopback only). A
+    :class:`~tempest_gym.cluster.MameCluster` always passes one (see :func:`resolve_token`).
     """
 
     def __init__(
@@ -130,6 +182,7 @@ class Server:
         self._sel.register(self.sock, selectors.EVENT_READ)
         self._pending: dict[socket.socket, tuple[tuple, FrameDecoder, float]] = {}
         self.rejected: list[str] = []  # reasons, newest last (for tests and reports)
+        self.refused = 0  # connections refused, ever
 
     def poll(self, free_slots: set[int], layout_count: int, layout_hash: int, timeout: float) -> list[ClientConnection]:
         """Wait up to ``timeout`` s; return newly handshaken clients, each for one of ``free_slots``."""
@@ -148,8 +201,13 @@ class Server:
         for conn, (addr, _, t_end) in list(self._pending.items()):
             if now > t_end:
                 self._drop(conn, f"client {addr} connected but sent no complete handshake within "
-                                 f"{self.handshake_timeout:.0f} s")  # fmt: skip
+                                 f"{self.handshake_timeout:.0f} s", reject=True)  # fmt: skip
         return got
+
+    def refuse_strangers(self, layout_count: int, layout_hash: int) -> None:
+        """Between steps, with every slot taken: answer whoever knocked (REJECT "no free slot", or why their
+        handshake is bad), log each once and drop them. Never waits; bounded work per call."""
+        self.poll(set(), layout_count, layout_hash, 0.0)
 
     def accept(
         self,
@@ -185,7 +243,7 @@ class Server:
         return got
 
     def _accept_new(self) -> None:
-        while True:
+        for _ in range(MAX_ACCEPTS_PER_POLL):  # the rest stay in the backlog until the next poll
             try:
                 conn, addr = self.sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -195,18 +253,27 @@ class Server:
                 return
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if len(self._pending) >= MAX_PENDING:
+                self._drop(conn, f"client {addr}: too many connections in their handshake ({MAX_PENDING}); "
+                                 "try again later", reject=True, addr=addr)  # fmt: skip
+                continue
             self._pending[conn] = (addr, FrameDecoder(), time.monotonic() + self.handshake_timeout)
             self._sel.register(conn, selectors.EVENT_READ)
 
-    def _drop(self, conn: socket.socket, reason: str, reject: bool = False) -> None:
-        log.warning("refused a connection: %s", reason)
+    def _drop(self, conn: socket.socket, reason: str, reject: bool = False, addr: tuple | None = None) -> None:
+        """Refuse one connection: log it (once: it is closed here), answer REJECT when asked, close it."""
+        if addr is None and conn in self._pending:
+            addr = self._pending[conn][0]
+        where = f"{addr[0]}:{addr[1]}" if addr else "?"
+        log.warning("refused a connection from %s: %s", where, reason)
+        self.refused += 1
         self.rejected.append(reason)
         del self.rejected[:-20]
         if reject:
+            # the socket is non-blocking and has never been written to: a REJECT (at most ~1 KB) fits in its
+            # send buffer, so this neither waits nor sends part of it
             with contextlib.suppress(OSError):
-                conn.setblocking(True)
-                conn.settimeout(1.0)
-                conn.sendall(protocol.encode_reject(reason))
+                conn.send(protocol.encode_reject(reason))
         self._forget(conn)
         with contextlib.suppress(OSError):
             conn.close()
@@ -238,7 +305,9 @@ class Server:
             if self.token and not hmac.compare_digest(hello.token.encode(), self.token.encode()):
                 raise protocol.HandshakeError(f"client {addr} sent a wrong or missing token")
             slot = hello.slot
-            if slot == ANY_SLOT and free:
+            if not free:
+                raise protocol.HandshakeError(f"no free slot: every slot is taken (client {addr}, slot {hello.slot})")
+            if slot == ANY_SLOT:
                 slot = min(free)
             if slot not in free:
                 raise protocol.HandshakeError(f"client {addr} claims slot {hello.slot}, free slots are {sorted(free)}")

@@ -92,6 +92,28 @@ function client.start(lua_dir)
 	-- the server never stitches the old and the new stream together
 	math.randomseed((emu.osd_ticks() ~ os.time() ~ ((cfg.slot & 0xFFFF) << 20)) & 0x7FFFFFFFFFFF)
 	local slot = (cfg.slot < 0) and ANY_SLOT or cfg.slot
+	-- the token: from the settings, or (a trainer on this host that made up its own) from a file that
+	-- only this user can read, read again at every connection since a restarted trainer has a new one
+	local function current_token()
+		if cfg.token ~= "" or cfg.token_file == "" then
+			return cfg.token
+		end
+		local f = io.open(cfg.token_file, "r")
+		if not f then
+			return ""
+		end
+		local t = f:read("l") or ""
+		f:close()
+		return (t:gsub("^%s+", ""):gsub("%s+$", ""))
+	end
+	-- refusals that a later try may not get: every slot was taken, the server was flooded, or the token
+	-- file was not (re)written yet
+	local function retryable(reason)
+		if reason:find("^no free slot") or reason:find("try again later", 1, true) then
+			return true
+		end
+		return cfg.token == "" and cfg.token_file ~= "" and reason:find("token", 1, true) ~= nil
+	end
 	local function handshake()
 		local c, backend = transport.connect(cfg)
 		if not c then
@@ -100,7 +122,8 @@ function client.start(lua_dir)
 		local run_hi, run_lo = math.random(0, 0xFFFFFFFF), math.random(0, 0xFFFFFFFF)
 		local flags = ((backend == "luasocket") and 1 or 0) | ((cfg.pipeline ~= 0) and 2 or 0)
 		local desc = string.format("%s; mame %s; %s", _VERSION, emu.app_version(), backend)
-		local sent, err = c:send(protocol.hello(L.count, L.hash, run_hi, run_lo, slot, flags, desc, cfg.token))
+		local token = current_token()
+		local sent, err = c:send(protocol.hello(L.count, L.hash, run_hi, run_lo, slot, flags, desc, token))
 		if not sent then
 			c:close()
 			return nil, "handshake send failed: " .. tostring(err)
@@ -114,7 +137,11 @@ function client.start(lua_dir)
 		local kind, detail, assigned = protocol.parse(body)
 		if kind == protocol.REJECT then
 			c:close()
-			fatal(EXIT_CONFIG, "server refused the connection: " .. tostring(detail))
+			local why = "server refused the connection: " .. tostring(detail)
+			if cfg.reconnect ~= 0 and retryable(tostring(detail)) then
+				return nil, why -- try again with backoff
+			end
+			fatal(EXIT_CONFIG, why)
 		elseif kind ~= protocol.WELCOME then
 			c:close()
 			fatal(EXIT_CONFIG, "expected WELCOME, got message type " .. tostring(kind))
@@ -126,14 +153,9 @@ function client.start(lua_dir)
 		return c
 	end
 
-	local err
-	conn, err = handshake()
-	if not conn then
-		fatal(EXIT_LOST, err)
-	end
-
-	-- the server went away: with reconnect=1 keep MAME alive and retry with backoff (sleeping, not
-	-- spinning, and with emulation paused), then carry on with the same game on a new run
+	-- the server went away (or refused us for now): with reconnect=1 keep MAME alive and retry with
+	-- backoff (sleeping, not spinning, and with emulation paused), then carry on with the same game on
+	-- a new run
 	local function sleep(seconds)
 		if transport.sleep then
 			transport.sleep(seconds)
@@ -141,21 +163,15 @@ function client.start(lua_dir)
 			os.execute(string.format("sleep %.2f", seconds))
 		end
 	end
-	local function reconnect(reason)
-		if cfg.reconnect == 0 then
-			fatal(EXIT_LOST, reason)
-		end
+	local function handshake_retrying(reason)
 		log(reason .. "; reconnecting")
-		conn:close()
-		conn = nil
 		local give_up = (cfg.reconnect_max > 0) and (transport.now() + cfg.reconnect_max) or math.huge
 		local wait = 0.25
 		while true do
 			local c, e = handshake()
 			if c then
-				conn = c
 				log("reconnected")
-				return
+				return c
 			end
 			if transport.now() + wait > give_up then
 				fatal(EXIT_LOST, "gave up reconnecting after " .. cfg.reconnect_max .. " s: " .. tostring(e))
@@ -163,6 +179,23 @@ function client.start(lua_dir)
 			sleep(wait)
 			wait = math.min(wait * 2, 10)
 		end
+	end
+	local function reconnect(reason)
+		if cfg.reconnect == 0 then
+			fatal(EXIT_LOST, reason)
+		end
+		conn:close()
+		conn = nil
+		conn = handshake_retrying(reason)
+	end
+
+	local err
+	conn, err = handshake()
+	if not conn then
+		if cfg.reconnect == 0 then
+			fatal(EXIT_LOST, err)
+		end
+		conn = handshake_retrying(err)
 	end
 
 	flow.setup()

@@ -18,7 +18,8 @@ local DEFAULTS = {
 	reply_timeout = 60, -- seconds to wait for each action
 	death_penalty = 1000, -- points subtracted from the objective reward on a death
 	bonus_threshold = 6000, -- score jumps this large are level/start bonuses, not play
-	token = "",
+	token = "", -- the run's token (the launcher writes it into the settings file, never onto a command line)
+	token_file = "", -- if token is empty: read the token from this file at every (re)connection
 	reconnect = 0, -- 1: when the server goes away, keep MAME alive and reconnect with backoff
 	reconnect_max = 0, -- give up (exit 5) after this many seconds of failed reconnects; 0 = never
 	layout = "", -- path of state_layout.tsv (default: beside the script)
