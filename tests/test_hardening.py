@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -124,8 +125,8 @@ def test_token_required_off_loopback_and_checked():
         server.close()
 
 
-def test_loopback_needs_no_token_and_any_slot_is_assigned():
-    server = Server()
+def test_any_slot_is_assigned():
+    server = Server(token="")  # a bare server checks no token; a run (MameCluster) always has one
     box: list = []
     try:
         got = accept_with(server, [good_client(server.port, box, slot=ANY_SLOT)], slots={3})
@@ -151,3 +152,254 @@ def test_fuzzed_bytes_at_a_live_server_never_break_it(data):
         for s, _ in box:
             s.close()
         server.close()
+
+
+# ---------------------------------------------------------------- nobody joins a run uninvited
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def knock(port: int, data: bytes, deadline_s: float = 30.0) -> bytes:
+    """Connect (retrying while nobody listens yet), send ``data``, return everything the server answers."""
+    t_end = time.monotonic() + deadline_s
+    while True:
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=deadline_s)
+            break
+        except ConnectionRefusedError:
+            if time.monotonic() > t_end:
+                raise
+            time.sleep(0.05)
+    with s:
+        s.sendall(data)
+        out = b""
+        while chunk := s.recv(4096):
+            out += chunk
+        return out
+
+
+def reject_reason(reply: bytes) -> str:
+    assert reply[4] == protocol.REJECT, reply
+    return reply[7:].decode()
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    from tempest_gym.synthetic_client import write_wrapper
+
+    (tmp_path / "roms" / "tempest1").mkdir(parents=True)
+    return {"mame": write_wrapper(tmp_path), "rompath": str(tmp_path / "roms")}
+
+
+def test_every_run_has_a_private_random_token(synthetic, monkeypatch):
+    """Without --token / $TEMPEST_TOKEN a run makes up a token; its clients get it through a file only the user
+    can read, never on a command line; an explicit token is used as given, and stays required off loopback."""
+    import os
+    import stat
+
+    from tempest_gym.vec_env import TempestVecEnv
+
+    monkeypatch.delenv("TEMPEST_TOKEN", raising=False)
+    tokens = []
+    for _ in range(2):
+        env = TempestVecEnv(num_envs=2, expert=False, **synthetic)
+        try:
+            env.reset()
+            token = env.cluster.token
+            assert len(token) == 32 and int(token, 16) >= 0 and env.cluster.server.token == token
+            tokens.append(token)
+            for p in env.cluster.procs:
+                with open(f"/proc/{p.pid}/cmdline", "rb") as f:
+                    assert token.encode() not in f.read()
+                with open(f"/proc/{p.pid}/environ", "rb") as f:
+                    assert token.encode() not in f.read()
+                cfg = p.workdir / "client.cfg"
+                assert f"token={token}" in cfg.read_text()
+                assert stat.S_IMODE(os.stat(cfg).st_mode) == 0o600
+        finally:
+            env.close()
+    assert tokens[0] != tokens[1]
+    monkeypatch.setenv("TEMPEST_TOKEN", "from-the-environment")
+    env = TempestVecEnv(num_envs=1, expert=False, **synthetic)
+    try:
+        env.reset()
+        assert env.cluster.token == "from-the-environment"
+    finally:
+        env.close()
+    monkeypatch.delenv("TEMPEST_TOKEN")
+    env = TempestVecEnv(num_envs=1, expert=False, host="0.0.0.0", **synthetic)
+    with pytest.raises(ValueError, match="not loopback"):
+        env.reset()
+    env.close()
+
+
+def test_a_stranger_without_the_token_is_refused_on_loopback(monkeypatch):
+    """The case that used to get WELCOME: a trainer waiting for remote clients on loopback, a local process
+    with a valid HELLO and no token. Now it is refused; a client of this user finds the run's token in the
+    private token file (as python -m tempest_gym.client does) and gets the slot."""
+    import os
+    import stat
+
+    from tempest_gym import synthetic_client
+    from tempest_gym.cluster import ClusterConfig, MameCluster
+    from tempest_gym.server import token_file_path
+
+    monkeypatch.delenv("TEMPEST_TOKEN", raising=False)
+    port = free_port()
+    cluster = MameCluster(ClusterConfig(num_envs=1, remote=True, port=port, remote_wait=60), LAYOUT)
+    starting = threading.Thread(target=cluster.start, daemon=True)
+    starting.start()
+    legit = None
+    try:
+        assert "token" in reject_reason(knock(port, hello(slot=ANY_SLOT, token="")))
+        assert "token" in reject_reason(knock(port, hello(slot=ANY_SLOT, token="0" * 32)))
+        path = token_file_path(port)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+        token = path.read_text().strip()
+        cfg = {"host": "127.0.0.1", "port": str(port), "slot": str(ANY_SLOT), "token": token}
+        legit = threading.Thread(target=synthetic_client.run, args=(cfg,), daemon=True)
+        legit.start()
+        starting.join(30)
+        assert cluster.started and cluster.token == token
+        assert sum("wrong or missing token" in r for r in cluster.server.rejected) == 2
+        arr = cluster.receive_states()
+        assert arr["type"][0] == protocol.STATE
+    finally:
+        cluster.close()
+        starting.join(5)
+        if legit is not None:
+            legit.join(5)
+    assert not token_file_path(port).exists(), "the token file goes with the run"
+
+
+def test_a_flood_of_junk_connections_while_stepping_changes_nothing(synthetic, caplog):
+    """100 junk connections while all slots are busy: every one is answered where it can be (REJECT "no free
+    slot" for a valid client with the token), logged exactly once, and stepping goes on; then a client
+    restart still succeeds."""
+    import logging
+    import os
+    import re
+    import signal
+    from collections import Counter
+
+    import numpy as np
+
+    from tempest_gym.vec_env import TempestVecEnv
+
+    caplog.set_level(logging.WARNING, logger="tempest_gym.server")
+    env = TempestVecEnv(num_envs=2, expert=False, **synthetic)
+    env.cluster_config.handshake_timeout = 2.0
+    ports: list[int] = []
+    replies: dict[str, list[bytes]] = {"token": [], "no token": [], "garbage": [], "silent": []}
+    try:
+        env.reset()
+        token = env.cluster.token
+        port = env.cluster.server.port
+
+        def junk(kind: str, i: int) -> None:
+            s = socket.create_connection(("127.0.0.1", port), timeout=60)
+            ports.append(s.getsockname()[1])
+            with s:
+                if kind == "closes":
+                    return
+                data = {"token": hello(token=token, slot=i % 2), "no token": hello(slot=ANY_SLOT),
+                        "garbage": b"\x00\x00\x00\x00" + bytes(range(i)), "silent": b""}[kind]  # fmt: skip
+                s.sendall(data)
+                out = b""
+                with contextlib.suppress(OSError):
+                    while chunk := s.recv(4096):
+                        out += chunk
+                replies[kind].append(out)
+
+        kinds = ["token", "no token", "garbage", "silent", "closes"]
+        flood = [threading.Thread(target=junk, args=(kinds[i % 5], i), daemon=True) for i in range(100)]
+        for t in flood:
+            t.start()
+        def logged() -> Counter:
+            return Counter(
+                int(m.group(1))
+                for rec in caplog.records
+                if (m := re.match(r"refused a connection from 127\.0\.0\.1:(\d+): ", rec.getMessage()))
+            )
+
+        zero = np.zeros((2, 2), np.float32)
+        give_up = time.monotonic() + 120  # a bound for a broken server, not a speed requirement
+        steps = 0
+        while any(t.is_alive() for t in flood) or sum(logged().values()) < 100:
+            _, _, _, infos = env.step(zero)
+            steps += 1
+            assert not any(i.get("client_restarted") for i in infos)
+            assert time.monotonic() < give_up, f"after {steps} steps: {len(ports)} connected, {logged()} logged"
+        for t in flood:
+            t.join(5)
+        assert env.cluster.restarts.sum() == 0
+        assert len(replies["token"]) == len(replies["no token"]) == len(replies["garbage"]) == 20
+        assert all(reject_reason(r).startswith("no free slot") for r in replies["token"])
+        assert all("token" in reject_reason(r) for r in replies["no token"])
+        assert all("bad message length" in reject_reason(r) for r in replies["garbage"])
+        assert all("no complete handshake" in reject_reason(r) for r in replies["silent"])
+        assert sorted(ports) == sorted(logged()), "every junk connection is logged, and only those"
+        assert set(logged().values()) == {1}, "...each exactly once"
+
+        env.cluster.config.restart_backoff = 0.1
+        os.kill(env.cluster.procs[1].pid, signal.SIGKILL)
+        _, _, dones, infos = env.step(zero)
+        assert dones[1] and infos[1]["client_restarted"] and env.cluster.restarts.tolist() == [0, 1]
+        for _ in range(50):
+            env.step(zero)
+    finally:
+        env.close()
+
+
+def test_remote_clients_without_a_free_slot_wait_and_take_over(rompath, monkeypatch):
+    """Real game, a trainer on loopback with one slot and python -m tempest_gym.client running two MAMEs
+    without --token: one plays (its token comes from the private token file), the other is answered
+    "no free slot" and keeps retrying instead of exiting; a stranger without the token is refused while
+    the game runs. When both MAMEs are killed, the slot is taken again, and no client was ever restarted
+    for being refused."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from tempest_gym.vec_env import TempestVecEnv
+
+    monkeypatch.delenv("TEMPEST_TOKEN", raising=False)
+    port = free_port()
+    cmd = [sys.executable, "-m", "tempest_gym.client", "--server", f"127.0.0.1:{port}", "--num", "2",
+           "--rompath", rompath, "-v"]  # fmt: skip
+    sup = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = TempestVecEnv(num_envs=1, rompath=rompath, expert=False, remote=True, port=port)
+    action = np.array([[1.0, 0.2]], np.float32)
+    def children() -> set[str]:
+        return set(subprocess.run(["pgrep", "-P", str(sup.pid)], capture_output=True, text=True).stdout.split())
+
+    try:
+        env.reset()
+        mames = children()
+        assert len(mames) == 2
+        stranger: list[bytes] = []
+        t = threading.Thread(target=lambda: stranger.append(knock(port, hello(slot=ANY_SLOT))), daemon=True)
+        t.start()
+        give_up = time.monotonic() + 120  # a bound for a broken client, not a speed requirement
+        while t.is_alive() or env.cluster.server.refused < 3:  # the stranger + the idle client twice
+            env.step(action)
+            assert time.monotonic() < give_up, env.cluster.server.rejected
+        assert "token" in reject_reason(stranger[0])
+        assert sum(r.startswith("no free slot") for r in env.cluster.server.rejected) >= 2
+        assert children() == mames, "the refused client retried from the same MAME instead of exiting"
+        for pid in mames:
+            os.kill(int(pid), signal.SIGKILL)
+        later = [env.step(action) for _ in range(300)]
+        assert env.cluster.restarts.tolist() == [1] and any(i.get("client_restarted") for s in later for i in s[3])
+        assert env.observation_space.contains(later[-1][0][0])
+    finally:
+        env.close()
+        sup.send_signal(signal.SIGINT)
+        out, _ = sup.communicate(timeout=30)
+    assert "stopped (2 restart(s))" in out, out
