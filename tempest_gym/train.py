@@ -102,7 +102,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="HOST:PORT",
         help="where the server listens (default 127.0.0.1, a free port; remote hosts need e.g. 0.0.0.0:9000)",
     )
-    p.add_argument("--token", default=None, help="shared secret for clients (default $TEMPEST_TOKEN; off loopback)")
+    p.add_argument("--token", default=None,
+                   help="the run's token for clients (default $TEMPEST_TOKEN, else a random one per run; required off "
+                   "loopback; prefer $TEMPEST_TOKEN, a command line is public)")  # fmt: skip
     p.add_argument("--device", default="auto")
     p.add_argument("-v", "--verbose", type=int, default=1)
     p.add_argument(
