@@ -1,0 +1,60 @@
+"""Model files saved before the package layout changed (issue 9) still load and act the same.
+
+The fixtures in ``tests/fixtures/`` were written by the code at commit 51b06f8, whose zips pickle the policy
+class and the action spec as ``policies.hybrid.*`` (SB3 stores classes by module path): one weights-only file
+(``HybridDQN.save_weights``, ``net_arch=[8]``) per head, one full checkpoint with its replay buffer, and the
+greedy actions each model took on 16 fixed observations (``pre_layout_expected.json``). The weights were
+perturbed after a few updates, so a model that silently kept its fresh initialisation would act differently.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.vec_env import DummyVecEnv
+from synthetic_env import HybridChoiceEnv
+
+from tempest_gym.hybrid_dqn import HybridDQN
+
+th.set_num_threads(1)
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+EXPECTED = json.loads((FIXTURES / "pre_layout_expected.json").read_text())
+OBS = np.asarray(EXPECTED["obs"], dtype=np.float32)
+
+
+def load(name: str, **kwargs) -> HybridDQN:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = HybridDQN.load(FIXTURES / name, **kwargs)
+    failed = [str(w.message) for w in caught if "deserialize" in str(w.message)]
+    assert not failed, failed
+    return model
+
+
+@pytest.mark.parametrize("head", ["hybrid", "binned", "categorical"])
+def test_pre_layout_weights_only_file_loads_and_acts_the_same(head):
+    model = load(f"pre_layout_{head}_weights.zip")
+    np.testing.assert_array_equal(model.predict(OBS, deterministic=True)[0], np.asarray(EXPECTED[head], np.float32))
+    assert model.policy.spec.n_choices == 4 and model.spec.n_choices == 4
+
+
+def test_pre_layout_checkpoint_and_replay_buffer_resume(tmp_path):
+    env = DummyVecEnv([lambda: HybridChoiceEnv() for _ in range(2)])
+    model = load("pre_layout_hybrid_full.zip", env=env)
+    expected = EXPECTED["hybrid_full"]
+    np.testing.assert_array_equal(model.predict(OBS, deterministic=True)[0], np.asarray(EXPECTED["hybrid"], np.float32))
+    assert model.num_timesteps == expected["num_timesteps"] and model._n_updates == expected["n_updates"]
+    model.load_replay_buffer(FIXTURES / "pre_layout_hybrid_replay.pkl")
+    assert model.replay_buffer.size() == expected["replay_size"]
+    np.testing.assert_array_equal(model.replay_buffer.stored_actions(), np.asarray(expected["replay_actions"]))
+    model.learn(20, reset_num_timesteps=False)  # and training carries on
+    assert model.num_timesteps == expected["num_timesteps"] + 20
+    model.save(tmp_path / "resaved.zip")
+    assert np.array_equal(load(str(tmp_path / "resaved.zip")).predict(OBS, deterministic=True)[0],
+                          model.predict(OBS, deterministic=True)[0])  # fmt: skip
