@@ -9,7 +9,7 @@ LUA_FILES = [str(p.relative_to(HERE)) for p in sorted((HERE / "lua").rglob("*"))
 
 
 def lua_data_files():
-    """Install lua/ under <prefix>/share/tempest-gym/lua (tempest_gym.paths finds it there)."""
+    """Install lua/ under <prefix>/share/tempest-gym/lua (tempest_gym.bridge.paths finds it there)."""
     by_dir: dict[str, list[str]] = {}
     for f in LUA_FILES:
         sub = str(Path(f).parent)

@@ -18,8 +18,8 @@ import argparse
 
 import numpy as np
 
+from tempest_gym.bridge.mame import find_rompath
 from tempest_gym.hybrid_dqn import HybridDQN
-from tempest_gym.mame import find_rompath
 from tempest_gym.vec_env import TempestVecEnv, decode_actions
 
 

@@ -20,8 +20,8 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import NStepReplayBuffer
 
+from tempest_gym.bridge.layout import default_layout
 from tempest_gym.hybrid_dqn import CompactReplayBuffer
-from tempest_gym.layout import default_layout
 from tempest_gym.vec_env import hybrid_action_space
 
 

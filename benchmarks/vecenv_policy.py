@@ -2,7 +2,7 @@
 
     python benchmarks/vecenv_policy.py [--clients 1 2 4 8 16] [--seconds 5]
 
-Synthetic clients (``tempest_gym.synthetic_client``) speak the real protocol at full speed with no
+Synthetic clients (``tempest_gym.bridge.synthetic_client``) speak the real protocol at full speed with no
 emulation, so what is measured is the server, the lockstep loop, state parsing, infos, and the
 acting policy: the rate MAME instances could be served at if emulation were free. For each
 client count it reports steps/s and decisions/s (steps x clients) for: the env alone (constant
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch as th
 
-from tempest_gym.synthetic_client import write_wrapper
+from tempest_gym.bridge.synthetic_client import write_wrapper
 from tempest_gym.vec_env import TempestVecEnv
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tempest_gym.layout import StateLayout, default_layout
+from tempest_gym.bridge.layout import StateLayout, default_layout
 
 NLANES = 16
 FAR = 1.0e3  # "no danger": ticks

@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from tempest_gym.bridge.mame import MameProcess, find_mame, find_rompath, verify_roms
+from tempest_gym.bridge.server import LOOPBACK, token_file_path
 from tempest_gym.errors import TempestGymError
-from tempest_gym.mame import MameProcess, find_mame, find_rompath, verify_roms
-from tempest_gym.server import LOOPBACK, token_file_path
 
 log = logging.getLogger("tempest_gym.client")
 

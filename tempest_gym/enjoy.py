@@ -93,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     view.add_argument("--window", dest="headless", action="store_false", help="a normal MAME window at game speed")
     args = p.parse_args(argv)
     if args.released:
-        from tempest_gym.paths import released_model
+        from tempest_gym.bridge.paths import released_model
 
         if args.algo not in (None, "hybrid_dqn") and "--algo" in (argv if argv is not None else sys.argv):
             p.error("--released is a hybrid_dqn model; leave --algo out or say --algo hybrid_dqn")

@@ -30,9 +30,9 @@ import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-from tempest_gym import protocol
-from tempest_gym.cluster import ClusterConfig, MameCluster
-from tempest_gym.layout import StateLayout, default_layout
+from tempest_gym.bridge import protocol
+from tempest_gym.bridge.cluster import ClusterConfig, MameCluster
+from tempest_gym.bridge.layout import StateLayout, default_layout
 
 NUM_FIRE_ZAP = 4
 MAX_SPIN = 31  # the game clamps the per-tick delta to +-31 (16 units per lane)

@@ -6,7 +6,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from tempest_gym import protocol
+from tempest_gym.bridge import protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tempest_gym.bridge.mame import find_mame, find_rompath, verify_roms
+from tempest_gym.bridge.paths import lua_dir
 from tempest_gym.errors import (
     ClientDisconnectedError,
     ClientTimeoutError,
@@ -18,8 +20,6 @@ from tempest_gym.errors import (
     PortInUseError,
     RomsNotFoundError,
 )
-from tempest_gym.mame import find_mame, find_rompath, verify_roms
-from tempest_gym.paths import lua_dir
 from tempest_gym.vec_env import TempestVecEnv
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from policies.expert import TempestExpert, flipper_speed
-from tempest_gym.layout import default_layout
+from tempest_gym.bridge.layout import default_layout
 
 L = default_layout()
 TYPES = ("enemy_flipper", "enemy_pulsar", "enemy_tanker", "enemy_spiker", "enemy_fuseball")

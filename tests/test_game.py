@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tempest_gym import protocol
-from tempest_gym.cluster import read_ram_trace
-from tempest_gym.layout import default_layout
+from tempest_gym.bridge import protocol
+from tempest_gym.bridge.cluster import read_ram_trace
+from tempest_gym.bridge.layout import default_layout
 from tempest_gym.vec_env import TempestVecEnv
 
 L = default_layout()

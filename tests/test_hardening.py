@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tempest_gym import protocol
-from tempest_gym.layout import default_layout
-from tempest_gym.server import ANY_SLOT, Server
+from tempest_gym.bridge import protocol
+from tempest_gym.bridge.layout import default_layout
+from tempest_gym.bridge.server import ANY_SLOT, Server
 
 LAYOUT = default_layout()
 
@@ -187,7 +187,7 @@ def reject_reason(reply: bytes) -> str:
 
 @pytest.fixture
 def synthetic(tmp_path):
-    from tempest_gym.synthetic_client import write_wrapper
+    from tempest_gym.bridge.synthetic_client import write_wrapper
 
     (tmp_path / "roms" / "tempest1").mkdir(parents=True)
     return {"mame": write_wrapper(tmp_path), "rompath": str(tmp_path / "roms")}
@@ -242,9 +242,9 @@ def test_a_stranger_without_the_token_is_refused_on_loopback(monkeypatch):
     import os
     import stat
 
-    from tempest_gym import synthetic_client
-    from tempest_gym.cluster import ClusterConfig, MameCluster
-    from tempest_gym.server import token_file_path
+    from tempest_gym.bridge import synthetic_client
+    from tempest_gym.bridge.cluster import ClusterConfig, MameCluster
+    from tempest_gym.bridge.server import token_file_path
 
     monkeypatch.delenv("TEMPEST_TOKEN", raising=False)
     port = free_port()
@@ -289,7 +289,7 @@ def test_a_flood_of_junk_connections_while_stepping_changes_nothing(synthetic, c
 
     from tempest_gym.vec_env import TempestVecEnv
 
-    caplog.set_level(logging.WARNING, logger="tempest_gym.server")
+    caplog.set_level(logging.WARNING, logger="tempest_gym.bridge.server")
     env = TempestVecEnv(num_envs=2, expert=False, **synthetic)
     env.cluster_config.handshake_timeout = 2.0
     ports: list[int] = []

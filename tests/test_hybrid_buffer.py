@@ -12,9 +12,9 @@ from gymnasium import spaces
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tempest_gym.bridge.layout import default_layout
 from tempest_gym.hybrid_dqn.buffer import DONE, LOST, CompactReplayBuffer
 from tempest_gym.hybrid_dqn.codecs import Float16Codec, LayoutCodec, make_codec
-from tempest_gym.layout import default_layout
 
 th.set_num_threads(1)
 

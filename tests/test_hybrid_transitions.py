@@ -166,7 +166,7 @@ class KillClient(BaseCallback):
 
 @pytest.fixture
 def synthetic(tmp_path):
-    from tempest_gym.synthetic_client import write_wrapper
+    from tempest_gym.bridge.synthetic_client import write_wrapper
 
     (tmp_path / "roms" / "tempest1").mkdir(parents=True)
     return {"mame": write_wrapper(tmp_path), "rompath": str(tmp_path / "roms")}

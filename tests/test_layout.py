@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tempest_gym.layout import default_layout, fnv1a32, parse_layout, render_state_doc
+from tempest_gym.bridge.layout import default_layout, fnv1a32, parse_layout, render_state_doc
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYOUT = default_layout()
@@ -15,7 +15,7 @@ LAYOUT = default_layout()
 
 def test_docs_state_md_is_generated_from_the_layout():
     doc = (ROOT / "docs" / "state.md").read_text()
-    assert render_state_doc(doc, LAYOUT) == doc, "run: python -m tempest_gym.layout --write docs/state.md"
+    assert render_state_doc(doc, LAYOUT) == doc, "run: python -m tempest_gym.bridge.layout --write docs/state.md"
 
 
 def test_layout_covers_what_a_player_sees():

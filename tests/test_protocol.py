@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tempest_gym import protocol
-from tempest_gym.cluster import state_dtype
+from tempest_gym.bridge import protocol
+from tempest_gym.bridge.cluster import state_dtype
+from tempest_gym.bridge.layout import default_layout
+from tempest_gym.bridge.protocol import FrameDecoder, HandshakeError, Hello, ProtocolError, StateHeader
+from tempest_gym.bridge.server import Server
 from tempest_gym.errors import ClientTimeoutError
-from tempest_gym.layout import default_layout
-from tempest_gym.protocol import FrameDecoder, HandshakeError, Hello, ProtocolError, StateHeader
-from tempest_gym.server import Server
 
 LAYOUT = default_layout()
 D = LAYOUT.size

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
+from tempest_gym.bridge.server import Server
 from tempest_gym.errors import ClientDisconnectedError
-from tempest_gym.server import Server
 from tempest_gym.vec_env import TempestVecEnv
 
 

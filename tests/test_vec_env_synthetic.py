@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tempest_gym.synthetic_client import write_wrapper
+from tempest_gym.bridge.synthetic_client import write_wrapper
 from tempest_gym.vec_env import TempestVecEnv, decode_actions
 
 

@@ -1,5 +1,5 @@
 -- tempest-gym: reads lua/state_layout.tsv, the single source of truth for the state vector.
--- The expansion and the FNV-1a hash must match tempest_gym/layout.py exactly.
+-- The expansion and the FNV-1a hash must match tempest_gym/bridge/layout.py exactly.
 
 local layout = {}
 

@@ -1,4 +1,4 @@
--- tempest-gym: message formats. Must match tempest_gym/protocol.py byte for byte.
+-- tempest-gym: message formats. Must match tempest_gym/bridge/protocol.py byte for byte.
 -- Every message is a u32 little-endian body length followed by the body; the body's first
 -- byte is the message type. One string.pack per message: no per-value packing loops.
 

@@ -33,7 +33,7 @@ from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from tempest_gym.layout import StateLayout, default_layout
+from tempest_gym.bridge.layout import StateLayout, default_layout
 
 NLANES = 16
 #: enemy type flags, one grid channel each (nearest enemy of that type in the lane)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tempest_gym.paths import lua_dir
+from tempest_gym.bridge.paths import lua_dir
 
 LAYOUT_FILE = "state_layout.tsv"
 
@@ -163,7 +163,7 @@ def feature_table_markdown(layout: StateLayout) -> str:
     return "\n".join(rows) + "\n"
 
 
-BEGIN_MARK = "<!-- BEGIN FEATURE TABLE (generated: python -m tempest_gym.layout --write docs/state.md) -->"
+BEGIN_MARK = "<!-- BEGIN FEATURE TABLE (generated: python -m tempest_gym.bridge.layout --write docs/state.md) -->"
 END_MARK = "<!-- END FEATURE TABLE -->"
 
 
@@ -181,7 +181,8 @@ def render_state_doc(doc: str, layout: StateLayout) -> str:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m tempest_gym.layout", description="Show or document the state layout")
+    p = argparse.ArgumentParser(prog="python -m tempest_gym.bridge.layout",
+                                description="Show or document the state layout")  # fmt: skip
     p.add_argument("--write", metavar="DOC", help="regenerate the feature table inside DOC (docs/state.md)")
     args = p.parse_args(argv)
     layout = default_layout()

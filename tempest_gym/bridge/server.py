@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tempest_gym import protocol
+from tempest_gym.bridge import protocol
+from tempest_gym.bridge.protocol import FrameDecoder, Hello, ProtocolError
 from tempest_gym.errors import ClientDisconnectedError, ClientTimeoutError, PortInUseError
-from tempest_gym.protocol import FrameDecoder, Hello, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class Server:
     between steps, so nobody waits in the listen backlog).
 
     ``token=None`` takes ``$TEMPEST_TOKEN``; an empty token checks none (loopback only). A
-    :class:`~tempest_gym.cluster.MameCluster` always passes one (see :func:`resolve_token`).
+    :class:`~tempest_gym.bridge.cluster.MameCluster` always passes one (see :func:`resolve_token`).
     """
 
     def __init__(

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 ENTRY_SCRIPT = "autoboot.lua"
+#: the folder holding the ``tempest_gym`` package: a checkout's root (or site-packages, for an installed wheel)
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def lua_dir() -> Path:
@@ -19,7 +21,7 @@ def lua_dir() -> Path:
     env = os.environ.get("TEMPEST_LUA_DIR")
     if env:
         candidates.append(Path(env))
-    candidates.append(Path(__file__).resolve().parent.parent / "lua")
+    candidates.append(CHECKOUT / "lua")
     candidates.append(Path(sys.prefix) / "share" / "tempest-gym" / "lua")
     for c in candidates:
         if (c / ENTRY_SCRIPT).is_file():
@@ -35,7 +37,7 @@ RELEASED_MODEL = "hybrid_dqn_tempest.zip"
 def released_model() -> Path:
     """The released model: the checkout's ``models/`` folder, or ``<prefix>/share/tempest-gym/models``."""
     candidates = [
-        Path(__file__).resolve().parent.parent / "models" / RELEASED_MODEL,
+        CHECKOUT / "models" / RELEASED_MODEL,
         Path(sys.prefix) / "share" / "tempest-gym" / "models" / RELEASED_MODEL,
     ]
     for c in candidates:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tempest_gym import protocol
-from tempest_gym.layout import default_layout
+from tempest_gym.bridge import protocol
+from tempest_gym.bridge.layout import default_layout
 
 
 def read_config(path: str) -> dict[str, str]:
@@ -90,7 +90,7 @@ def run(cfg: dict[str, str], death_every: int = 600, pool: int = 64) -> int:
 def write_wrapper(directory: str | os.PathLike) -> str:
     """An executable that runs this module; pass it as ``mame=`` to TempestVecEnv."""
     path = Path(directory) / "synthetic-mame"
-    path.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m tempest_gym.synthetic_client "$@"\n')
+    path.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m tempest_gym.bridge.synthetic_client "$@"\n')
     path.chmod(0o755)
     return str(path)
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tempest_gym import protocol
+from tempest_gym.bridge import protocol
+from tempest_gym.bridge.layout import StateLayout, default_layout
+from tempest_gym.bridge.mame import MameProcess, find_mame, find_rompath, verify_roms
+from tempest_gym.bridge.server import ClientConnection, Server, remove_token_file, resolve_token, write_token_file
 from tempest_gym.errors import ClientDisconnectedError, ClientTimeoutError, TempestGymError
-from tempest_gym.layout import StateLayout, default_layout
-from tempest_gym.mame import MameProcess, find_mame, find_rompath, verify_roms
-from tempest_gym.server import ClientConnection, Server, remove_token_file, resolve_token, write_token_file
 
 log = logging.getLogger(__name__)
 

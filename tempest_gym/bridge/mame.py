@@ -18,8 +18,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from tempest_gym.bridge.paths import ENTRY_SCRIPT, lua_dir
 from tempest_gym.errors import MameNotFoundError, RomsNotFoundError
-from tempest_gym.paths import ENTRY_SCRIPT, lua_dir
 
 GAME = "tempest1"
 DEBIAN_MAME = "/usr/games/mame"
