@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from tempest_gym.bridge.mame import find_mame, find_rompath
-from tempest_gym.vec_env import TempestVecEnv
+from tempest_gym.env.vec_env import TempestVecEnv
 
 NOOP_LUA = """
 local frames, t0 = 0, nil

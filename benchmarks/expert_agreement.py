@@ -19,8 +19,8 @@ import argparse
 import numpy as np
 
 from tempest_gym.bridge.mame import find_rompath
+from tempest_gym.env.vec_env import TempestVecEnv, decode_actions
 from tempest_gym.hybrid_dqn import HybridDQN
-from tempest_gym.vec_env import TempestVecEnv, decode_actions
 
 
 def compare(pred: np.ndarray, ref: np.ndarray, max_spin: int) -> dict[str, float]:

@@ -21,8 +21,8 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from tempest_gym.bridge.layout import default_layout
+from tempest_gym.env.vec_env import hybrid_action_space
 from tempest_gym.hybrid_dqn import HybridDQN
-from tempest_gym.vec_env import hybrid_action_space
 
 
 class SpacesOnly(gym.Env):

@@ -21,8 +21,8 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import NStepReplayBuffer
 
 from tempest_gym.bridge.layout import default_layout
+from tempest_gym.env.vec_env import hybrid_action_space
 from tempest_gym.hybrid_dqn import CompactReplayBuffer
-from tempest_gym.vec_env import hybrid_action_space
 
 
 def obs_pool(n: int, seed: int = 0) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 import torch as th
 
 from tempest_gym.bridge.synthetic_client import write_wrapper
-from tempest_gym.vec_env import TempestVecEnv
+from tempest_gym.env.vec_env import TempestVecEnv
 
 
 def measure(n: int, seconds: float, mode: str, tmp: str) -> float:

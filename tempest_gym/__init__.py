@@ -1,7 +1,7 @@
 """tempest-gym: Atari's Tempest (1981) in real MAME as a Gymnasium / Stable-Baselines3 environment.
 
 ``import tempest_gym`` registers ``TempestMAME-v0`` with Gymnasium. For SB3 use
-:func:`make_tempest_vec_env`, which returns a :class:`~tempest_gym.vec_env.TempestVecEnv` owning N
+:func:`make_tempest_vec_env`, which returns a :class:`~tempest_gym.env.vec_env.TempestVecEnv` owning N
 headless MAME processes (docs/env.md).
 """
 
@@ -17,8 +17,8 @@ ENV_ID = "TempestMAME-v0"
 if ENV_ID not in gym.registry:
     gym.register(
         id=ENV_ID,
-        entry_point="tempest_gym.envs:TempestEnv",
-        vector_entry_point="tempest_gym.envs:TempestVectorEnv",
+        entry_point="tempest_gym.env.gym_env:TempestEnv",
+        vector_entry_point="tempest_gym.env.gym_env:TempestVectorEnv",
         nondeterministic=False,
     )
 
@@ -29,7 +29,7 @@ def make_tempest_vec_env(num_envs: int = 1, **kwargs: Any):
     Not a drop-in for ``stable_baselines3.common.env_util.make_vec_env``: it takes no env id or factory,
     since one ``TempestVecEnv`` owns all instances.
     """
-    from tempest_gym.vec_env import TempestVecEnv
+    from tempest_gym.env.vec_env import TempestVecEnv
 
     return TempestVecEnv(num_envs=num_envs, **kwargs)
 

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     headless = args.headless
     if headless is None:
         headless = not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    from tempest_gym.vec_env import TempestVecEnv, decode_actions
+    from tempest_gym.env.vec_env import TempestVecEnv, decode_actions
 
     record = Path(args.record) if args.record else None
     extra: dict = {}

@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from tempest_gym.vec_env import TempestVecEnv
+    from tempest_gym.env.vec_env import TempestVecEnv
 
     try:
         env = TempestVecEnv(num_envs=args.num_envs, rompath=args.rompath, mame=args.mame,

@@ -23,7 +23,7 @@ from tempest_gym.recording import ActionLog, collect_videos
 def replay(log: ActionLog, rompath: str | None = None, mame: str | None = None, headless: bool = True,
            record: Path | None = None) -> list[dict]:  # fmt: skip
     """Play the log; returns the episodes seen (dicts with end step, score, points, level)."""
-    from tempest_gym.vec_env import TempestVecEnv
+    from tempest_gym.env.vec_env import TempestVecEnv
 
     s = log.settings
     extra: dict = {}

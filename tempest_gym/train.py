@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tempest_gym.callbacks import EvalGamesCallback, LiveSummaryCallback, StopAfterSeconds, TempestMetricsCallback
     from tempest_gym.checkpoints import AtomicCheckpointCallback, latest_checkpoint, save_model, save_replay_buffer
-    from tempest_gym.vec_env import TempestVecEnv
+    from tempest_gym.env.vec_env import TempestVecEnv
 
     cls = algo_class(args.algo)
     command = " ".join(getattr(sys, "orig_argv", sys.argv)) + "\n"

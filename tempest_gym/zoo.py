@@ -180,7 +180,7 @@ def check_env_keys(env_kwargs: dict[str, Any], source: str) -> None:
     """Refuse env_kwargs ``TempestVecEnv`` does not take, with the closest valid names."""
     import difflib
 
-    from tempest_gym.vec_env import TempestVecEnv
+    from tempest_gym.env.vec_env import TempestVecEnv
 
     valid = set(inspect.signature(TempestVecEnv.__init__).parameters) - {"self", "seed"}
     for key in env_kwargs:

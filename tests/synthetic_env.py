@@ -143,7 +143,7 @@ class LayoutObsEnv(gym.Env):
     def __init__(self, max_steps: int = 50) -> None:
         super().__init__()
         from tempest_gym.bridge.layout import default_layout
-        from tempest_gym.vec_env import hybrid_action_space
+        from tempest_gym.env.vec_env import hybrid_action_space
 
         self.layout = default_layout()
         self.observation_space = spaces.Box(self.layout.low, self.layout.high, dtype=np.float32)

@@ -16,8 +16,8 @@ import yaml
 
 import tempest_gym
 from tempest_gym.bridge.synthetic_client import write_wrapper
+from tempest_gym.env.vec_env import TempestVecEnv
 from tempest_gym.train import parse_args, prepare
-from tempest_gym.vec_env import TempestVecEnv
 from tempest_gym.zoo import default_config_file
 
 th.set_num_threads(1)

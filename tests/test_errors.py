@@ -13,6 +13,7 @@ import pytest
 
 from tempest_gym.bridge.mame import find_mame, find_rompath, verify_roms
 from tempest_gym.bridge.paths import lua_dir
+from tempest_gym.env.vec_env import TempestVecEnv
 from tempest_gym.errors import (
     ClientDisconnectedError,
     ClientTimeoutError,
@@ -20,7 +21,6 @@ from tempest_gym.errors import (
     PortInUseError,
     RomsNotFoundError,
 )
-from tempest_gym.vec_env import TempestVecEnv
 
 
 def fake_mame(tmp_path: Path, body: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tempest_gym.vec_env import TempestVecEnv
+from tempest_gym.env.vec_env import TempestVecEnv
 
 TICKS = 3000
 

@@ -9,8 +9,8 @@ from gymnasium import spaces
 
 from policies.hybrid import CategoricalParamActor, HybridQPolicy
 from tempest_gym.bridge.layout import default_layout
+from tempest_gym.env.vec_env import hybrid_action_space
 from tempest_gym.hybrid_dqn.features import GRID_CHANNELS, NLANES, TempestLanesExtractor
-from tempest_gym.vec_env import hybrid_action_space
 from tempest_gym.zoo import parse_policy_kwargs
 
 th.set_num_threads(1)

@@ -13,7 +13,7 @@ import pytest
 from tempest_gym.bridge import protocol
 from tempest_gym.bridge.cluster import read_ram_trace
 from tempest_gym.bridge.layout import default_layout
-from tempest_gym.vec_env import TempestVecEnv
+from tempest_gym.env.vec_env import TempestVecEnv
 
 L = default_layout()
 

@@ -8,7 +8,7 @@ from stable_baselines3.common.env_checker import check_env
 from stable_baselines3.common.vec_env import VecMonitor
 
 import tempest_gym  # noqa: F401  (registers TempestMAME-v0)
-from tempest_gym.envs import TempestEnv
+from tempest_gym.env.gym_env import TempestEnv
 
 
 def test_sb3_check_env_passes_on_the_single_env(rompath):

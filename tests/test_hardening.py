@@ -199,7 +199,7 @@ def test_every_run_has_a_private_random_token(synthetic, monkeypatch):
     import os
     import stat
 
-    from tempest_gym.vec_env import TempestVecEnv
+    from tempest_gym.env.vec_env import TempestVecEnv
 
     monkeypatch.delenv("TEMPEST_TOKEN", raising=False)
     tokens = []
@@ -287,7 +287,7 @@ def test_a_flood_of_junk_connections_while_stepping_changes_nothing(synthetic, c
 
     import numpy as np
 
-    from tempest_gym.vec_env import TempestVecEnv
+    from tempest_gym.env.vec_env import TempestVecEnv
 
     caplog.set_level(logging.WARNING, logger="tempest_gym.bridge.server")
     env = TempestVecEnv(num_envs=2, expert=False, **synthetic)
@@ -367,7 +367,7 @@ def test_remote_clients_without_a_free_slot_wait_and_take_over(rompath, monkeypa
 
     import numpy as np
 
-    from tempest_gym.vec_env import TempestVecEnv
+    from tempest_gym.env.vec_env import TempestVecEnv
 
     monkeypatch.delenv("TEMPEST_TOKEN", raising=False)
     port = free_port()

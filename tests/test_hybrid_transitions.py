@@ -175,7 +175,7 @@ def synthetic(tmp_path):
 def test_after_a_client_restart_the_expert_acts_on_the_new_clients_observation(synthetic):
     """A replaced client starts over: the expert action executed (and stored as a demonstration) for its first
     observation is the expert's for that observation, not the stale one of the observation ``reset()`` saw."""
-    from tempest_gym.vec_env import TempestVecEnv
+    from tempest_gym.env.vec_env import TempestVecEnv
 
     venv = TempestVecEnv(num_envs=2, expert=ObsHashExpert, seed=3, **synthetic)
     venv.cluster.config.restart_backoff = 0.05

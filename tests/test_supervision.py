@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tempest_gym.bridge.server import Server
+from tempest_gym.env.vec_env import TempestVecEnv
 from tempest_gym.errors import ClientDisconnectedError
-from tempest_gym.vec_env import TempestVecEnv
 
 
 def step_n(env, n, action=(1.0, 0.2)):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tempest_gym.bridge.synthetic_client import write_wrapper
-from tempest_gym.vec_env import TempestVecEnv, decode_actions
+from tempest_gym.env.vec_env import TempestVecEnv, decode_actions
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Gymnasium faces of the same engine: ``TempestEnv`` (one instance) and ``TempestVectorEnv``.
 
-Both wrap :class:`~tempest_gym.vec_env.TempestVecEnv`, which owns the MAME processes; see its
+Both wrap :class:`~tempest_gym.env.vec_env.TempestVecEnv`, which owns the MAME processes; see its
 module docstring for what a step, an episode and a reset mean here. ``gym.make("TempestMAME-v0")``
 gives the single env; ``gym.make_vec("TempestMAME-v0", num_envs=N, vectorization_mode="vector_entry_point")``
 gives N instances in one process (cheaper than N single envs: one server, one lockstep loop).
@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from tempest_gym.vec_env import TempestVecEnv
+from tempest_gym.env.vec_env import TempestVecEnv
 
 
 class TempestEnv(gym.Env):
