@@ -25,13 +25,17 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
+    # only the tempest_gym package: the checkout's top-level policies/ (the expert) is installed as
+    # tempest_gym.policies (in the checkout, tempest_gym/policies is a link to it), never as a top-level
+    # module named "policies"
     packages=[
-        *find_packages(include=["tempest_gym", "tempest_gym.*", "policies", "policies.*"]),
+        *find_packages(include=["tempest_gym", "tempest_gym.*"], exclude=["tempest_gym.policies"]),
+        "tempest_gym.policies",
         "tempest_gym.zoo_configs",
     ],
     # the top-level zoo_configs/ is installed as tempest_gym/zoo_configs/ (package data), where
     # tempest_gym.zoo.default_config_file finds it without the checkout
-    package_dir={"tempest_gym.zoo_configs": "zoo_configs"},
+    package_dir={"tempest_gym.policies": "policies", "tempest_gym.zoo_configs": "zoo_configs"},
     package_data={"tempest_gym.zoo_configs": ["*.yml"]},
     data_files=lua_data_files(),
     install_requires=[

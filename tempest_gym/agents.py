@@ -21,7 +21,7 @@ def random_policy(seed: int = 0) -> Policy:
 
 
 def expert_policy(env, seed: int = 0) -> Policy:
-    from policies.expert import TempestExpert
+    from tempest_gym.policies.expert import TempestExpert
 
     expert = TempestExpert(layout=env.layout, max_spin=env.max_spin, seed=seed)
     return lambda obs, infos: expert.predict_batch(obs)

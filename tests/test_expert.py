@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from policies.expert import TempestExpert, flipper_speed
 from tempest_gym.bridge.layout import default_layout
+from tempest_gym.policies.expert import TempestExpert, flipper_speed
 
 L = default_layout()
 TYPES = ("enemy_flipper", "enemy_pulsar", "enemy_tanker", "enemy_spiker", "enemy_fuseball")

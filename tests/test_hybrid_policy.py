@@ -7,7 +7,7 @@ import pytest
 import torch as th
 from gymnasium import spaces
 
-from policies.hybrid import HybridActionSpec, HybridQPolicy, invert_gradients
+from tempest_gym.hybrid_dqn.policies import HybridActionSpec, HybridQPolicy, invert_gradients
 
 th.set_num_threads(1)
 

@@ -58,3 +58,20 @@ def test_pre_layout_checkpoint_and_replay_buffer_resume(tmp_path):
     model.save(tmp_path / "resaved.zip")
     assert np.array_equal(load(str(tmp_path / "resaved.zip")).predict(OBS, deterministic=True)[0],
                           model.predict(OBS, deterministic=True)[0])  # fmt: skip
+
+
+def test_old_paths_load_without_a_top_level_policies_package(monkeypatch):
+    """An installed tempest-gym has no top-level ``policies`` package; the old paths resolve all the same."""
+    import importlib.util
+    import sys
+
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *args):
+        return None if name == "policies" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    monkeypatch.delitem(sys.modules, "policies", raising=False)
+    model = load("pre_layout_binned_weights.zip")
+    np.testing.assert_array_equal(model.predict(OBS, deterministic=True)[0], np.asarray(EXPECTED["binned"], np.float32))
+    assert "policies" not in sys.modules and "policies.hybrid" not in sys.modules, "the aliases are gone after loading"

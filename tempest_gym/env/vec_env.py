@@ -57,7 +57,7 @@ def decode_actions(actions: np.ndarray, max_spin: int) -> tuple[np.ndarray, np.n
 
 
 def _default_expert(layout: StateLayout, max_spin: int, seed: int) -> Any:
-    from policies.expert import TempestExpert
+    from tempest_gym.policies.expert import TempestExpert
 
     return TempestExpert(layout=layout, max_spin=max_spin, seed=seed)
 

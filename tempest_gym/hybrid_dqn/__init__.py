@@ -9,11 +9,11 @@ See docs/hybrid_dqn.md. Public names:
 * :class:`BackgroundLearner`, :class:`WeightPublisher` - the background learner's parts.
 """
 
-from policies.hybrid import HybridActionSpec, HybridQPolicy
 from tempest_gym.hybrid_dqn.buffer import CompactReplayBuffer, HybridReplaySamples
 from tempest_gym.hybrid_dqn.codecs import Float16Codec, LayoutCodec, ObsCodec, RawCodec, make_codec
 from tempest_gym.hybrid_dqn.hybrid_dqn import HybridDQN, find_layout
 from tempest_gym.hybrid_dqn.learner import BackgroundLearner, WeightPublisher
+from tempest_gym.hybrid_dqn.policies import HybridActionSpec, HybridQPolicy
 from tempest_gym.hybrid_dqn.schedules import parse_schedule
 
 __all__ = [

@@ -63,8 +63,8 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import BaseBuffer, ReplayBuffer
 from stable_baselines3.common.vec_env import VecNormalize
 
-from policies.hybrid import HybridActionSpec
 from tempest_gym.hybrid_dqn.codecs import ObsCodec, make_codec
+from tempest_gym.hybrid_dqn.policies import HybridActionSpec
 
 DONE = 1  # the episode terminated after this transition: no bootstrap
 TRUNC = 2  # the episode was truncated (time limit) after it: bootstrap from its next observation

@@ -51,10 +51,11 @@ from stable_baselines3.common.utils import (
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
-from policies.hybrid import HybridActionSpec, HybridQPolicy
 from tempest_gym.hybrid_dqn.buffer import SOURCE_EXPERT, SOURCE_MODEL, SOURCE_NAMES, SOURCE_RANDOM, CompactReplayBuffer
 from tempest_gym.hybrid_dqn.codecs import LayoutCodec
 from tempest_gym.hybrid_dqn.learner import BackgroundLearner, WeightPublisher
+from tempest_gym.hybrid_dqn.legacy import moved_modules
+from tempest_gym.hybrid_dqn.policies import HybridActionSpec, HybridQPolicy
 from tempest_gym.hybrid_dqn.schedules import ScheduleLike, parse_schedule
 
 SelfHybridDQN = TypeVar("SelfHybridDQN", bound="HybridDQN")
@@ -106,7 +107,7 @@ class _TrainStats:
 
 
 class HybridDQN(OffPolicyAlgorithm):
-    """DQN for hybrid actions encoded as ``Box([c_lo, p_lo], [c_hi, p_hi])`` (see ``policies.hybrid``).
+    """DQN for hybrid actions encoded as ``Box([c_lo, p_lo], [c_hi, p_hi])`` (see ``tempest_gym.hybrid_dqn.policies``).
 
     :param policy: ``"MlpPolicy"`` (= ``HybridQPolicy``); ``policy_kwargs`` choose the head
         (``spinner_bins=None``: MP-DQN hybrid head; ``spinner_bins=K``: binned head), ``net_arch``,
@@ -1007,8 +1008,24 @@ class HybridDQN(OffPolicyAlgorithm):
         with self._learner.pause() if self._learner is not None else nullcontext():
             super().save(path, exclude, include)
 
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfHybridDQN],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfHybridDQN:
+        """SB3's ``load``; also reads files saved before the package layout changed (see ``legacy.py``)."""
+        with moved_modules():
+            return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+
     def load_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True) -> None:
         """SB3's ``load_replay_buffer``; the newest transitions of each env become gaps (their env moved on)."""
-        super().load_replay_buffer(path, truncate_last_traj)
+        with moved_modules():
+            super().load_replay_buffer(path, truncate_last_traj)
         assert isinstance(self.replay_buffer, CompactReplayBuffer), "HybridDQN needs a CompactReplayBuffer"
         self.replay_buffer.close_open_transitions(self.n_envs)
