@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from tempest_gym import ENV_ID
-from tempest_gym.agents import make_policy
 from tempest_gym.errors import TempestGymError
-from tempest_gym.recording import ActionLog, collect_videos
+from tempest_gym.training.agents import make_policy
+from tempest_gym.training.recording import ActionLog, collect_videos
 
 
 @dataclass

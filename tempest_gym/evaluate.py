@@ -4,7 +4,7 @@
 ``expert`` or ``random``. The model acts alone: no expert override and no exploration (unless
 ``--epsilon``). Writes ``eval.json`` and ``eval.md`` (per-game table and mean/median/min/max)
 into ``--out`` (default: ``<run folder>/eval`` for a trained model, ``eval/<algo>`` otherwise).
-Same seeds and settings give comparable runs (see tempest_gym/evaluation.py).
+Same seeds and settings give comparable runs (see tempest_gym/training/evaluation.py).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from tempest_gym import ENV_ID
-from tempest_gym.agents import BUILTIN, make_policy
 from tempest_gym.errors import TempestGymError
-from tempest_gym.evaluation import epsilon_policy, evaluate
+from tempest_gym.training.agents import BUILTIN, make_policy
+from tempest_gym.training.evaluation import epsilon_policy, evaluate
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tempest_gym.errors import TempestGymError
-from tempest_gym.recording import ActionLog, collect_videos
+from tempest_gym.training.recording import ActionLog, collect_videos
 
 
 def replay(log: ActionLog, rompath: str | None = None, mame: str | None = None, headless: bool = True,

@@ -201,9 +201,19 @@ def main(argv: list[str] | None = None) -> int:
 
     from stable_baselines3.common.vec_env import VecMonitor
 
-    from tempest_gym.callbacks import EvalGamesCallback, LiveSummaryCallback, StopAfterSeconds, TempestMetricsCallback
-    from tempest_gym.checkpoints import AtomicCheckpointCallback, latest_checkpoint, save_model, save_replay_buffer
     from tempest_gym.env.vec_env import TempestVecEnv
+    from tempest_gym.training.callbacks import (
+        EvalGamesCallback,
+        LiveSummaryCallback,
+        StopAfterSeconds,
+        TempestMetricsCallback,
+    )
+    from tempest_gym.training.checkpoints import (
+        AtomicCheckpointCallback,
+        latest_checkpoint,
+        save_model,
+        save_replay_buffer,
+    )
 
     cls = algo_class(args.algo)
     command = " ".join(getattr(sys, "orig_argv", sys.argv)) + "\n"

@@ -10,8 +10,8 @@ import torch as th
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from tempest_gym.bridge.layout import default_layout
-from tempest_gym.checkpoints import AtomicCheckpointCallback, checkpoints
 from tempest_gym.hybrid_dqn import HybridDQN
+from tempest_gym.training.checkpoints import AtomicCheckpointCallback, checkpoints
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from learner import SpacesOnly  # noqa: E402

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tempest_gym.checkpoints import atomic_write, checkpoints, latest_checkpoint, remove_stale_temporaries
+from tempest_gym.training.checkpoints import atomic_write, checkpoints, latest_checkpoint, remove_stale_temporaries
 
 HERE = Path(__file__).resolve().parent
 

@@ -8,10 +8,10 @@ import pytest
 from stable_baselines3.common.vec_env import VecMonitor
 
 from tempest_gym.bridge.synthetic_client import write_wrapper
-from tempest_gym.callbacks import LiveSummaryCallback, TempestMetricsCallback
 from tempest_gym.env.vec_env import TempestVecEnv
 from tempest_gym.hybrid_dqn import HybridDQN
 from tempest_gym.hybrid_dqn.buffer import SOURCE_EXPERT, SOURCE_MODEL, SOURCE_RANDOM
+from tempest_gym.training.callbacks import LiveSummaryCallback, TempestMetricsCallback
 
 
 @pytest.mark.parametrize("async_learner", [True, False])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tempest_gym import enjoy, replay
-from tempest_gym.recording import ActionLog, mng_frames
+from tempest_gym.training.recording import ActionLog, mng_frames
 
 
 def test_record_then_replay(rompath, tmp_path, capsys):

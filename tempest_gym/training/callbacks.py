@@ -16,9 +16,9 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import KVWriter
 
-from tempest_gym.agents import model_policy
-from tempest_gym.evaluation import Evaluation, evaluate
 from tempest_gym.hybrid_dqn.buffer import SOURCE_EXPERT, SOURCE_MODEL, SOURCE_RANDOM
+from tempest_gym.training.agents import model_policy
+from tempest_gym.training.evaluation import Evaluation, evaluate
 
 
 class TempestMetricsCallback(BaseCallback):
@@ -186,7 +186,7 @@ class EvalGamesCallback(BaseCallback):
         if s["score"]["mean"] > self.best_mean:
             self.best_mean = s["score"]["mean"]
             if self.best_path:
-                from tempest_gym.checkpoints import save_model
+                from tempest_gym.training.checkpoints import save_model
 
                 save_model(self.model, self.best_path / "best_model.zip")
             if self.verbose:
