@@ -34,7 +34,7 @@ setup(
         "tempest_gym.zoo_configs",
     ],
     # the top-level zoo_configs/ is installed as tempest_gym/zoo_configs/ (package data), where
-    # tempest_gym.zoo.default_config_file finds it without the checkout
+    # tempest_gym.cli.zoo.default_config_file finds it without the checkout
     package_dir={"tempest_gym.policies": "policies", "tempest_gym.zoo_configs": "zoo_configs"},
     package_data={"tempest_gym.zoo_configs": ["*.yml"]},
     data_files=lua_data_files(),
@@ -57,8 +57,8 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "tempest-train=tempest_gym.train:main",
-            "tempest-enjoy=tempest_gym.enjoy:main",
+            "tempest-train=tempest_gym.cli.train:main",
+            "tempest-enjoy=tempest_gym.cli.enjoy:main",
         ],
     },
     classifiers=[

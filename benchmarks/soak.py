@@ -50,7 +50,7 @@ def progress_rows(path: Path) -> list[dict]:
 
 
 def start_trainer(common: list[str], extra: list[str], log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "tempest_gym.train", *common, *extra]
+    cmd = [sys.executable, "-m", "tempest_gym.cli.train", *common, *extra]
     return subprocess.Popen(cmd, stdout=open(log, "a"), stderr=subprocess.STDOUT)
 
 

@@ -16,9 +16,9 @@ import yaml
 
 import tempest_gym
 from tempest_gym.bridge.synthetic_client import write_wrapper
+from tempest_gym.cli.train import parse_args, prepare
+from tempest_gym.cli.zoo import default_config_file
 from tempest_gym.env.vec_env import TempestVecEnv
-from tempest_gym.train import parse_args, prepare
-from tempest_gym.zoo import default_config_file
 
 th.set_num_threads(1)
 
@@ -88,7 +88,7 @@ def test_shipped_config_is_package_data_found_without_the_checkout(tmp_path):
     assert (build / "tempest_gym" / "zoo_configs" / "hybrid_dqn.yml").is_file()
     assert not (build / "zoo_configs").exists() and not (tmp_path / "zoo_configs").exists()
     code = (
-        "import tempest_gym, tempest_gym.zoo as z; "
+        "import tempest_gym, tempest_gym.cli.zoo as z; "
         "print(tempest_gym.__file__); print(z.default_config_file('hybrid_dqn')); "
         "print(sorted(z.load_hyperparams(z.default_config_file('hybrid_dqn'), 'TempestMAME-v0')))"
     )

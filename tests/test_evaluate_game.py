@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tempest_gym import evaluate, train
+from tempest_gym.cli import evaluate, train
 
 
 def check_eval(path, start_level: int, lives: int, games: int) -> dict:

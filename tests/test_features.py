@@ -8,10 +8,10 @@ import torch as th
 from gymnasium import spaces
 
 from tempest_gym.bridge.layout import default_layout
+from tempest_gym.cli.zoo import parse_policy_kwargs
 from tempest_gym.env.vec_env import hybrid_action_space
 from tempest_gym.hybrid_dqn.features import GRID_CHANNELS, NLANES, TempestLanesExtractor
 from tempest_gym.hybrid_dqn.policies import CategoricalParamActor, HybridQPolicy
-from tempest_gym.zoo import parse_policy_kwargs
 
 th.set_num_threads(1)
 LAYOUT = default_layout()

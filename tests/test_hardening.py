@@ -371,7 +371,7 @@ def test_remote_clients_without_a_free_slot_wait_and_take_over(rompath, monkeypa
 
     monkeypatch.delenv("TEMPEST_TOKEN", raising=False)
     port = free_port()
-    cmd = [sys.executable, "-m", "tempest_gym.client", "--server", f"127.0.0.1:{port}", "--num", "2",
+    cmd = [sys.executable, "-m", "tempest_gym.cli.client", "--server", f"127.0.0.1:{port}", "--num", "2",
            "--rompath", rompath, "-v"]  # fmt: skip
     sup = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     env = TempestVecEnv(num_envs=1, rompath=rompath, expert=False, remote=True, port=port)

@@ -8,9 +8,9 @@ import json
 
 import numpy as np
 
-from tempest_gym import enjoy, evaluate, train
 from tempest_gym.bridge.paths import released_model
-from tempest_gym.zoo import default_config_file
+from tempest_gym.cli import enjoy, evaluate, train
+from tempest_gym.cli.zoo import default_config_file
 
 DAGGER_YML = default_config_file("hybrid_dqn").parent / "hybrid_dqn_dagger.yml"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tempest_gym import plot
+from tempest_gym.cli import plot
 
 
 def test_plot_draws_eval_curves_and_reference_lines(tmp_path):

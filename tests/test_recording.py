@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tempest_gym import enjoy, replay
+from tempest_gym.cli import enjoy, replay
 from tempest_gym.training.recording import ActionLog, mng_frames
 
 

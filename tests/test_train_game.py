@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tempest_gym import enjoy, train
+from tempest_gym.cli import enjoy, train
 
 
 @pytest.mark.parametrize("async_learner", [True, False])

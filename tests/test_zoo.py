@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch as th
 
+from tempest_gym.cli.train import parse_args, prepare
+from tempest_gym.cli.zoo import check_keys, find_model, parse_override, parse_policy_kwargs, parse_schedule
 from tempest_gym.hybrid_dqn import HybridDQN
-from tempest_gym.train import parse_args, prepare
-from tempest_gym.zoo import check_keys, find_model, parse_override, parse_policy_kwargs, parse_schedule
 
 
 def test_policy_kwargs_strings_are_evaluated_safely():

@@ -44,7 +44,7 @@ def make_policy(algo: str, env, seed: int = 0, folder: str = "logs", model_path:
         return random_policy(seed)
     if algo == "expert":
         return expert_policy(env, seed)
-    from tempest_gym.zoo import load_trained_model
+    from tempest_gym.cli.zoo import load_trained_model
 
     model = load_trained_model(algo, env_id, folder=folder, model_path=model_path, exp_id=exp_id,
                                load_best=load_best, env=env)  # fmt: skip

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the tempest_gym package
 ZOO_KEYS = {"n_timesteps", "n_envs", "policy", "env_kwargs", "normalize", "frame_stack", "callback", "env_wrapper"}
 UNSUPPORTED = {"normalize", "frame_stack", "callback", "env_wrapper"}
 
@@ -251,7 +251,7 @@ def load_trained_model(
     device: str = "auto",
 ) -> Any:
     """Load a model the way ``enjoy``/``evaluate`` need it: an explicit file, or the latest Zoo run."""
-    from tempest_gym.train import algo_class
+    from tempest_gym.cli.train import algo_class
 
     path = Path(model_path) if model_path else find_model(folder, algo, env_id, exp_id, load_best)
     if not path.is_file():

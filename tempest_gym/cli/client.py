@@ -25,7 +25,7 @@ from tempest_gym.bridge.mame import MameProcess, find_mame, find_rompath, verify
 from tempest_gym.bridge.server import LOOPBACK, token_file_path
 from tempest_gym.errors import TempestGymError
 
-log = logging.getLogger("tempest_gym.client")
+log = logging.getLogger("tempest_gym.cli.client")
 
 
 def parse_server(text: str) -> tuple[str, int]:

@@ -25,8 +25,7 @@ from typing import Any
 import yaml
 
 from tempest_gym import ENV_ID
-from tempest_gym.errors import TempestGymError
-from tempest_gym.zoo import (
+from tempest_gym.cli.zoo import (
     check_env_keys,
     check_keys,
     default_config_file,
@@ -37,6 +36,7 @@ from tempest_gym.zoo import (
     preprocess,
     requested_num_envs,
 )
+from tempest_gym.errors import TempestGymError
 
 ALGOS = {"hybrid_dqn": "tempest_gym.hybrid_dqn:HybridDQN"}
 
@@ -160,7 +160,7 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], i
         if value is not None:
             env_kwargs[key] = value
     if args.listen:
-        from tempest_gym.client import parse_server
+        from tempest_gym.cli.client import parse_server
 
         env_kwargs["host"], env_kwargs["port"] = parse_server(args.listen)
     if args.remote:

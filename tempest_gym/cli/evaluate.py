@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if out is None:
             out = Path("eval") / args.algo
             if args.algo not in BUILTIN:
-                from tempest_gym.zoo import find_model
+                from tempest_gym.cli.zoo import find_model
 
                 model = Path(args.model) if args.model else find_model(args.folder, args.algo, args.env,
                                                                        args.exp_id, args.load_best)  # fmt: skip
