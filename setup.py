@@ -57,8 +57,8 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "tempest-train=tempest_gym.cli.train:main",
-            "tempest-enjoy=tempest_gym.cli.enjoy:main",
+            f"tempest-{tool}=tempest_gym.cli.{tool}:main"
+            for tool in ("train", "enjoy", "evaluate", "replay", "plot", "client")
         ],
     },
     classifiers=[

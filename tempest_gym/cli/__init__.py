@@ -1,5 +1,6 @@
-"""The command-line tools :
+"""The command-line tools, each a console script ``tempest-<tool>`` (setup.py):
 
+* ``common`` - the toolkit they share: argument groups, the env/model factories, the exit codes;
 * ``train`` - RL-Zoo-style training; ``zoo`` holds its YAML, flag and log-folder helpers;
 * ``enjoy`` - watch a player, optionally recording videos and action logs;
 * ``evaluate`` - the evaluation protocol over whole games;
@@ -7,5 +8,6 @@
 * ``plot`` - learning curves of run folders;
 * ``client`` - run MAME clients on another host for a ``--remote`` trainer.
 
-The CLIs sit on top of everything else; nothing below imports them.
+``python -m tempest_gym.<tool>`` still works: ``tempest_gym/<tool>.py`` hands over to the tool here. The CLIs
+sit on top of everything else; nothing below imports them.
 """

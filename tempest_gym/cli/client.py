@@ -23,16 +23,9 @@ from pathlib import Path
 
 from tempest_gym.bridge.mame import MameProcess, find_mame, find_rompath, verify_roms
 from tempest_gym.bridge.server import LOOPBACK, token_file_path
-from tempest_gym.errors import TempestGymError
+from tempest_gym.cli.common import add_emulator_args, exit_codes, parse_server, starting
 
 log = logging.getLogger("tempest_gym.cli.client")
-
-
-def parse_server(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ValueError(f"--server expects HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
 
 
 class ClientSupervisor:
@@ -87,34 +80,28 @@ class ClientSupervisor:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
+@exit_codes
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tempest_gym.client", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--server", required=True, help="the trainer's HOST:PORT")
-    p.add_argument("--num", type=int, default=1, help="MAME instances to run here")
-    p.add_argument("--rompath", default=None, help="directory holding tempest1 (default $TEMPEST_ROMS)")
-    p.add_argument("--mame", default=None)
     p.add_argument("--token", default=None, help="the run's token (default $TEMPEST_TOKEN; for a trainer on "
                    "this host's loopback, the token file it wrote); prefer $TEMPEST_TOKEN: a command line is public")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--start-level", type=int, default=1)
-    p.add_argument("--lives", type=int, default=3)
+    add_emulator_args(p, num_flags=("--num", "--num-envs"), num_help="MAME instances to run here")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(message)s")
-    try:
+    with starting("--server: "):
         host, port = parse_server(args.server)
+    with starting():
         mame, rompath = find_mame(args.mame), find_rompath(args.rompath)
         verify_roms(mame, rompath)
-    except (ValueError, TempestGymError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     token = args.token or os.environ.get("TEMPEST_TOKEN", "")
     token_file = ""
     if not token and host in LOOPBACK:
         token_file = str(token_file_path(port))  # read by the Lua clients at every (re)connection
         print(f"no --token: using the token the trainer on this host writes to {token_file}", flush=True)
-    sup = ClientSupervisor(host, port, args.num, rompath, mame, token, args.seed, args.start_level, args.lives,
+    sup = ClientSupervisor(host, port, args.num_envs, rompath, mame, token, args.seed, args.start_level, args.lives,
                            token_file=token_file)  # fmt: skip
     stop = False
 
@@ -125,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     sup.start()
-    print(f"{args.num} MAME client(s) playing for {host}:{port}; Ctrl-C stops them", flush=True)
+    print(f"{args.num_envs} MAME client(s) playing for {host}:{port}; Ctrl-C stops them", flush=True)
     try:
         while not stop:
             sup.check()

@@ -18,9 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from tempest_gym import ENV_ID
-from tempest_gym.errors import TempestGymError
-from tempest_gym.training.agents import make_policy
+from tempest_gym.cli.common import (
+    add_emulator_args,
+    add_player_args,
+    exit_codes,
+    make_env,
+    make_player,
+    resolve_player,
+    starting,
+)
 from tempest_gym.training.recording import ActionLog, collect_videos
 
 
@@ -58,22 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m tempest_gym.enjoy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--algo", default="expert", help="expert, random, or a trained algorithm (hybrid_dqn)")
-    p.add_argument("--released", action="store_true",
-                   help="the released hybrid_dqn model (models/hybrid_dqn_tempest.zip); sets --algo and --model")
-    p.add_argument("--env", default=ENV_ID, choices=[ENV_ID], help="environment id")
+    add_player_args(p, algo="expert")
     p.add_argument("-n", "--n-timesteps", type=int, default=10_000, help="env steps (ticks per instance x instances)")
-    p.add_argument("--num-envs", type=int, default=1, help="MAME instances")
-    p.add_argument("--rompath", default=None, help="directory holding tempest1 (default: $TEMPEST_ROMS)")
-    p.add_argument("--mame", default=None, help="MAME binary (default: mame on PATH or /usr/games/mame)")
-    p.add_argument("--start-level", type=int, default=1)
-    p.add_argument("--lives", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--episodes", type=int, default=0, help="stop after this many episodes (0: use -n)")
-    p.add_argument("-f", "--folder", default="logs", help="Zoo-style log folder of trained agents")
-    p.add_argument("--model", default=None, help="path of a saved model .zip (instead of -f)")
-    p.add_argument("--exp-id", type=int, default=0, help="experiment id in the log folder (0: latest)")
-    p.add_argument("--load-best", action="store_true", help="load best_model.zip instead of the last model")
+    add_emulator_args(p)
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of the greedy ones")
     p.add_argument(
         "--record",
@@ -92,26 +86,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     view.add_argument("--window", dest="headless", action="store_false", help="a normal MAME window at game speed")
     args = p.parse_args(argv)
-    if args.released:
-        from tempest_gym.bridge.paths import released_model
-
-        if args.algo not in (None, "hybrid_dqn") and "--algo" in (argv if argv is not None else sys.argv):
-            p.error("--released is a hybrid_dqn model; leave --algo out or say --algo hybrid_dqn")
-        try:
-            args.algo, args.model = "hybrid_dqn", str(released_model())
-        except FileNotFoundError as exc:
-            p.error(str(exc))
-    elif args.algo is None:
-        p.error("--algo is required (hybrid_dqn, expert or random), or --released")
+    resolve_player(p, args, argv)
     return args
 
 
+@exit_codes
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     headless = args.headless
     if headless is None:
         headless = not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    from tempest_gym.env.vec_env import TempestVecEnv, decode_actions
+    from tempest_gym.env.vec_env import decode_actions
 
     record = Path(args.record) if args.record else None
     extra: dict = {}
@@ -119,29 +104,16 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tempfile.mkdtemp(prefix="mame-", dir=_mkdir(record)))
         extra = dict(client_settings={"record": "mng"}, mame_args=("-snapsize", args.record_size),
                      workdir=str(work), keep_workdir=True)  # fmt: skip
-    try:
-        env = TempestVecEnv(num_envs=args.num_envs, rompath=args.rompath, mame=args.mame,
-                            start_level=args.start_level, lives=args.lives, seed=args.seed, expert=False,
-                            headless=headless, **extra)  # fmt: skip
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with starting():
+        env = make_env(args, expert=False, headless=headless, **extra)
     settings = {"start_level": args.start_level, "lives": args.lives, "max_spin": env.max_spin,
                 "layout_hash": env.layout.hash, "algo": args.algo}  # fmt: skip
     logs = [ActionLog(dict(settings, seed=args.seed + i)) for i in range(env.num_envs)]
     log = EpisodeLog()
     steps = 0
     try:
-        policy = make_policy(
-            args.algo,
-            env,
-            seed=args.seed,
-            folder=args.folder,
-            model_path=args.model,
-            exp_id=args.exp_id,
-            load_best=args.load_best,
-            deterministic=not args.stochastic,
-        )
+        with starting():
+            policy = make_player(args, env, deterministic=not args.stochastic)
         obs = env.reset()
         infos = env.reset_infos
         print(f"playing {args.algo} on {args.num_envs} MAME instance(s), start level {args.start_level}", flush=True)
@@ -158,9 +130,6 @@ def main(argv: list[str] | None = None) -> int:
                 logs[i].end_episode(infos[i]["episode"])
             if args.episodes and len(log.episodes) >= args.episodes:
                 break
-    except TempestGymError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
     finally:

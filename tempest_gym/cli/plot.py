@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tempest_gym.cli.common import EXIT_USAGE, CliError, exit_codes
+
 
 def load_evaluations(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ticks, mean game score, mean highest level) of the evaluations made during training."""
@@ -102,6 +104,7 @@ def plot(runs: list[Path], out: Path, labels: list[str] | None = None, expert: s
     return out
 
 
+@exit_codes
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tempest_gym.plot", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -115,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = [Path(r) for r in args.runs]
     missing = [str(r) for r in runs if not r.is_dir()]
     if missing:
-        print(f"error: not a run folder: {', '.join(missing)}", file=sys.stderr)
-        return 2
+        raise CliError(f"not a run folder: {', '.join(missing)}", EXIT_USAGE)
     out = plot(runs, Path(args.out), args.labels, args.expert, args.random, args.title)
     print(f"wrote {out}")
     return 0

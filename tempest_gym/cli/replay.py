@@ -16,15 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tempest_gym.errors import TempestGymError
+from tempest_gym.cli.common import add_emulator_args, exit_codes, make_env, starting
 from tempest_gym.training.recording import ActionLog, collect_videos
 
 
 def replay(log: ActionLog, rompath: str | None = None, mame: str | None = None, headless: bool = True,
            record: Path | None = None) -> list[dict]:  # fmt: skip
     """Play the log; returns the episodes seen (dicts with end step, score, points, level)."""
-    from tempest_gym.env.vec_env import TempestVecEnv
-
     s = log.settings
     extra: dict = {}
     work = None
@@ -32,9 +30,9 @@ def replay(log: ActionLog, rompath: str | None = None, mame: str | None = None, 
         record.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="mame-", dir=record))
         extra = dict(client_settings={"record": "mng"}, workdir=str(work), keep_workdir=True)
-    env = TempestVecEnv(num_envs=1, rompath=rompath, mame=mame, seed=int(s["seed"]), start_level=int(s["start_level"]),
-                        lives=int(s["lives"]), max_spin=int(s["max_spin"]), expert=False, headless=headless,
-                        **extra)  # fmt: skip
+    env = make_env(num_envs=1, rompath=rompath, mame=mame, seed=int(s["seed"]), start_level=int(s["start_level"]),
+                   lives=int(s["lives"]), max_spin=int(s["max_spin"]), expert=False, headless=headless,
+                   **extra)  # fmt: skip
     if env.layout.hash != s.get("layout_hash", env.layout.hash):
         print("warning: the log was written with another state layout; the replay may still match", file=sys.stderr)
     episodes = []
@@ -54,22 +52,20 @@ def replay(log: ActionLog, rompath: str | None = None, mame: str | None = None, 
     return episodes
 
 
+@exit_codes
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tempest_gym.replay", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("log", help="an action log written by enjoy --record (envN.actions.npz)")
-    p.add_argument("--rompath", default=None)
-    p.add_argument("--mame", default=None)
+    add_emulator_args(p, include=("rompath", "mame"))  # the rest comes from the log
     p.add_argument("--record", default=None, metavar="DIR", help="write videos of the replayed episodes")
     p.add_argument("--window", action="store_true", help="show the replay in a MAME window at game speed")
     args = p.parse_args(argv)
-    try:
+    # any failure to replay (a bad log, no MAME, a client that dies) is exit code 2; 1 means "differs"
+    with starting():
         log = ActionLog.load(args.log)
         episodes = replay(log, args.rompath, args.mame, headless=not args.window,
                           record=Path(args.record) if args.record else None)  # fmt: skip
-    except (TempestGymError, ValueError, FileNotFoundError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     ok = len(episodes) >= len(log.episode_end)
     for k, want_end in enumerate(log.episode_end):
         got = episodes[k] if k < len(episodes) else None

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib
 import os
 import sys
 from collections import OrderedDict
@@ -25,6 +24,16 @@ from typing import Any
 import yaml
 
 from tempest_gym import ENV_ID
+from tempest_gym.cli.common import (
+    ALGOS,
+    add_emulator_args,
+    algo_class,
+    emulator_kwargs,
+    exit_codes,
+    make_env,
+    parse_server,
+    starting,
+)
 from tempest_gym.cli.zoo import (
     check_env_keys,
     check_keys,
@@ -36,16 +45,6 @@ from tempest_gym.cli.zoo import (
     preprocess,
     requested_num_envs,
 )
-from tempest_gym.errors import TempestGymError
-
-ALGOS = {"hybrid_dqn": "tempest_gym.hybrid_dqn:HybridDQN"}
-
-
-def algo_class(name: str) -> type:
-    if name not in ALGOS:
-        raise ValueError(f"unknown algorithm {name!r}; available: {', '.join(ALGOS)}")
-    module, cls = ALGOS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,7 +56,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("-conf", "--conf-file", default=None, help="hyperparameter YAML (default zoo_configs/<algo>.yml)")
     p.add_argument("-f", "--log-folder", default="logs")
     p.add_argument("-n", "--n-timesteps", type=int, default=-1, help="override n_timesteps from the YAML")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-freq", type=int, default=-1, help="evaluate every N env steps (-1: never)")
     p.add_argument(
         "--eval-games",
@@ -87,10 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="TempestVecEnv arguments, e.g. lives:1 death_penalty:500 (update the YAML's env_kwargs)",
     )
     p.add_argument("-i", "--trained-agent", default="", help="continue training this model .zip")
-    p.add_argument("--num-envs", type=int, default=None, help="override env_kwargs num_envs (MAME instances)")
-    p.add_argument("--rompath", default=None, help="directory holding tempest1 (default $TEMPEST_ROMS)")
-    p.add_argument("--mame", default=None, help="MAME binary")
-    p.add_argument("--start-level", type=int, default=None)
+    # None: the YAML's env_kwargs decide (num_envs, start_level, lives)
+    add_emulator_args(p, num_envs=None, start_level=None, lives=None,
+                      num_help="MAME instances (overrides n_envs and env_kwargs num_envs)")  # fmt: skip
     p.add_argument(
         "--remote",
         action="store_true",
@@ -155,13 +152,8 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], i
     env_kwargs.update(cli_env_kwargs)
     if num_envs is not None:
         env_kwargs["num_envs"] = num_envs
-    for key, value in (("num_envs", args.num_envs), ("rompath", args.rompath), ("mame", args.mame),
-                       ("start_level", args.start_level)):  # fmt: skip
-        if value is not None:
-            env_kwargs[key] = value
+    env_kwargs.update({k: v for k, v in emulator_kwargs(args).items() if k != "seed"})  # the seed is separate
     if args.listen:
-        from tempest_gym.cli.client import parse_server
-
         env_kwargs["host"], env_kwargs["port"] = parse_server(args.listen)
     if args.remote:
         env_kwargs["remote"] = True
@@ -191,17 +183,14 @@ def make_logger(save_path: Path, tensorboard_log: str | None, stdout: bool, suff
     return Logger(str(save_path), formats)
 
 
+@exit_codes
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+    with starting():
         hp, env_kwargs, n_timesteps, policy, saved = prepare(args)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
 
     from stable_baselines3.common.vec_env import VecMonitor
 
-    from tempest_gym.env.vec_env import TempestVecEnv
     from tempest_gym.training.callbacks import (
         EvalGamesCallback,
         LiveSummaryCallback,
@@ -220,11 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     suffix = ""
     if args.resume:
         save_path = Path(args.resume)
-        try:
+        with starting():
             resume_model, resume_replay = latest_checkpoint(save_path)
-        except FileNotFoundError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
         suffix = f"_resumed_{len(list(save_path.glob('progress*.csv')))}"
         with open(save_path / args.env / "command.txt", "a") as f:
             f.write(command)
@@ -240,13 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         (params_path / "command.txt").write_text(command)
     print(f"Log path: {save_path}", flush=True)
 
-    try:
-        # a resumed run writes its episodes to resumed_<k>.monitor.csv (VecMonitor would overwrite monitor.csv)
-        monitor = str(save_path / f"resumed{suffix[len('_resumed') :]}") if suffix else str(save_path)
-        env = VecMonitor(TempestVecEnv(seed=args.seed, **env_kwargs), monitor, info_keywords=("score", "level"))
-    except (ValueError, TypeError) as exc:
-        print(f"error: bad env_kwargs {env_kwargs}: {exc}", file=sys.stderr)
-        return 2
+    # a resumed run writes its episodes to resumed_<k>.monitor.csv (VecMonitor would overwrite monitor.csv)
+    monitor = str(save_path / f"resumed{suffix[len('_resumed') :]}") if suffix else str(save_path)
+    with starting(f"bad env_kwargs {env_kwargs}: "):
+        env = VecMonitor(make_env(seed=args.seed, **env_kwargs), monitor, info_keywords=("score", "level"))
     model = None
     try:
         metrics = TempestMetricsCallback()
@@ -261,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             eval_kwargs = dict(env_kwargs, num_envs=args.eval_envs, expert=False)
 
             def make_eval_env():
-                return TempestVecEnv(seed=args.seed + 10_000, **eval_kwargs)
+                return make_env(seed=args.seed + 10_000, **eval_kwargs)
 
             evals = EvalGamesCallback(make_eval_env, args.eval_freq, games=args.eval_games, log_path=save_path,
                                       best_model_save_path=save_path, max_ticks=args.eval_max_ticks,
@@ -290,10 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         model.learn(n_timesteps, callback=callbacks, reset_num_timesteps=not continuing)
     except KeyboardInterrupt:
         print("interrupted: saving the model", file=sys.stderr)
-    except (TempestGymError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
+    finally:  # also after an error (exit code 1): a crash loses at most the replay buffer
         if model is not None:
             save_model(model, save_path / f"{args.env}.zip")
             print(f"Saved model to {save_path / (args.env + '.zip')}", flush=True)

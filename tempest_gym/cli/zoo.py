@@ -238,23 +238,3 @@ def _steps(path: Path) -> int:
         return int(path.stem.split("_")[2])
     except (IndexError, ValueError):
         return -1
-
-
-def load_trained_model(
-    algo: str,
-    env_id: str,
-    folder: str = "logs",
-    model_path: str | None = None,
-    exp_id: int = 0,
-    load_best: bool = False,
-    env: Any = None,
-    device: str = "auto",
-) -> Any:
-    """Load a model the way ``enjoy``/``evaluate`` need it: an explicit file, or the latest Zoo run."""
-    from tempest_gym.cli.train import algo_class
-
-    path = Path(model_path) if model_path else find_model(folder, algo, env_id, exp_id, load_best)
-    if not path.is_file():
-        raise FileNotFoundError(f"model {path} not found")
-    print(f"Loading {path}", flush=True)
-    return algo_class(algo).load(str(path), env=env, device=device)

@@ -1,4 +1,7 @@
-"""Who plays: the expert, random actions, or a trained model, as one ``(obs, infos) -> actions`` function."""
+"""Who plays: the expert, random actions, or a trained model, as one ``(obs, infos) -> actions`` function.
+
+The command-line tools choose among them with ``--algo`` (``tempest_gym.cli.common.make_player``).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +10,16 @@ from collections.abc import Callable
 import numpy as np
 
 Policy = Callable[[np.ndarray, list[dict]], np.ndarray]
-BUILTIN = ("expert", "random")
+
+
+def random_actions(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` uniformly random actions in the Box encoding (fire/zap in [0, 3], spinner in [-1, 1])."""
+    return np.stack([rng.uniform(0, 3, n), rng.uniform(-1, 1, n)], axis=1).astype(np.float32)
 
 
 def random_policy(seed: int = 0) -> Policy:
     rng = np.random.default_rng(seed)
-
-    def act(obs: np.ndarray, infos: list[dict]) -> np.ndarray:
-        n = obs.shape[0]
-        return np.stack([rng.uniform(0, 3, n), rng.uniform(-1, 1, n)], axis=1).astype(np.float32)
-
-    return act
+    return lambda obs, infos: random_actions(rng, obs.shape[0])
 
 
 def expert_policy(env, seed: int = 0) -> Policy:
@@ -35,17 +37,3 @@ def model_policy(model, deterministic: bool = True) -> Policy:
         return actions
 
     return act
-
-
-def make_policy(algo: str, env, seed: int = 0, folder: str = "logs", model_path: str | None = None,
-                exp_id: int = 0, load_best: bool = False, deterministic: bool = True, env_id: str = "TempestMAME-v0",
-                ) -> Policy:  # fmt: skip
-    if algo == "random":
-        return random_policy(seed)
-    if algo == "expert":
-        return expert_policy(env, seed)
-    from tempest_gym.cli.zoo import load_trained_model
-
-    model = load_trained_model(algo, env_id, folder=folder, model_path=model_path, exp_id=exp_id,
-                               load_best=load_best, env=env)  # fmt: skip
-    return model_policy(model, deterministic)

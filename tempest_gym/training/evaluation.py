@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-Policy = Callable[[np.ndarray, list[dict]], np.ndarray]
+from tempest_gym.training.agents import Policy, random_actions
 
 
 @dataclass
@@ -161,7 +161,7 @@ def epsilon_policy(policy: Policy, epsilon: float, seed: int = 0) -> Policy:
         mask = rng.random(len(a)) < epsilon
         k = int(mask.sum())
         if k:
-            a[mask] = np.stack([rng.uniform(0, 3, k), rng.uniform(-1, 1, k)], axis=1)
+            a[mask] = random_actions(rng, k)
         return a
 
     return act
