@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from tempest_gym.bridge.constants import MAX_SPIN, NLANES
 from tempest_gym.bridge.layout import StateLayout, default_layout
 
-NLANES = 16
 FAR = 1.0e3  # "no danger": ticks
 
 
@@ -63,10 +63,10 @@ class TempestExpert:
     chaser_next = 2.0  # ticks until a rim chaser may land in the next lane of its direction
     zap_close = 2  # near-rim threats within 2 lanes that trigger the (first, full) zap
 
-    def __init__(self, layout: StateLayout | None = None, max_spin: int = 31, seed: int = 0) -> None:
+    def __init__(self, layout: StateLayout | None = None, max_spin: int = MAX_SPIN, seed: int = 0) -> None:
         self.layout = layout or default_layout()
-        if not 1 <= int(max_spin) <= 31:
-            raise ValueError(f"max_spin must be in 1..31, got {max_spin}")
+        if not 1 <= int(max_spin) <= MAX_SPIN:
+            raise ValueError(f"max_spin must be in 1..{MAX_SPIN}, got {max_spin}")
         self.max_spin = int(max_spin)
         self._steps = np.arange(-self.max_spin, self.max_spin + 1)
         self._lanes = np.arange(NLANES)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tempest_gym.bridge import protocol
+from tempest_gym.bridge import constants, protocol
 from tempest_gym.bridge.cluster import state_dtype
 from tempest_gym.bridge.layout import default_layout
 from tempest_gym.bridge.protocol import FrameDecoder, HandshakeError, Hello, ProtocolError, StateHeader
@@ -19,6 +21,7 @@ from tempest_gym.errors import ClientTimeoutError
 
 LAYOUT = default_layout()
 D = LAYOUT.size
+LUA = Path(__file__).resolve().parent.parent / "lua" / "tempest_gym"
 
 
 def make_hello(**kw) -> Hello:
@@ -229,3 +232,21 @@ def test_port_in_use_and_non_loopback_without_token():
         first.close()
     with pytest.raises(ValueError, match="token"):
         Server(host="0.0.0.0")
+
+
+# ------------------------------------------------------------------ one definition per language, both agreeing
+def lua_table(text: str, name: str) -> str:
+    m = re.search(rf"constants\.{name} = \{{([^}}]*)\}}", text)
+    assert m, f"constants.lua has no table {name}"
+    return m.group(1)
+
+
+def test_lua_constants_match_python():
+    text = (LUA / "constants.lua").read_text()
+    assert int(re.search(r"constants\.MAX_SPIN = (\w+)", text).group(1), 0) == constants.MAX_SPIN
+    assert int(re.search(r"constants\.ANY_SLOT = (\w+)", text).group(1), 0) == constants.ANY_SLOT
+    assert tuple(int(v) for v in lua_table(text, "START_LEVELS").replace(",", " ").split()) == constants.START_LEVELS
+    assert tuple(sorted(int(k) for k in re.findall(r"\[(\d+)\]", lua_table(text, "LIVES_DIP")))) == constants.LIVES
+    for path in LUA.glob("*.lua"):  # every other Lua module takes them from there
+        if path.name != "constants.lua":
+            assert not re.search(r"(MAX_SPIN|ANY_SLOT|START_LEVELS|LIVES_DIP) = [{\d]", path.read_text()), path.name

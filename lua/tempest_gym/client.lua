@@ -7,6 +7,7 @@
 -- overlaps the emulation of that frame instead of stalling it.
 
 local config = require("tempest_gym.config")
+local constants = require("tempest_gym.constants")
 local layout = require("tempest_gym.layout")
 local protocol = require("tempest_gym.protocol")
 local state = require("tempest_gym.state")
@@ -17,9 +18,9 @@ local transport = require("tempest_gym.transport")
 local client = {}
 
 local EXIT_QUIT, EXIT_CONFIG, EXIT_ERROR, EXIT_LOST = 0, 3, 4, 5
-local ANY_SLOT = 0xFFFF
+local ANY_SLOT = constants.ANY_SLOT
 local BOOT_STATE = "tempest_gym_boot"
-local MAX_SPIN = 31 -- the game clamps the per-tick delta to +-31
+local MAX_SPIN = constants.MAX_SPIN
 
 local started = false
 local subscriptions = {} -- newer MAME returns notifier handles that must stay referenced

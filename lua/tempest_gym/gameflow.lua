@@ -3,12 +3,12 @@
 -- patches the rev-1 anti-piracy trap. Also owns the button fields, so the agent's fire/zap
 -- and the flow's presses go through one place.
 
+local constants = require("tempest_gym.constants")
+
 local gameflow = {}
 
--- selectable start levels, in the order of the game's table (docs/ram.md 2.3)
-local START_LEVELS = { 1, 3, 5, 7, 9, 11, 13, 15, 17, 20, 22, 24, 26, 28, 31, 33, 36, 40, 44, 47, 49, 52, 56,
-	60, 63, 65, 73, 81 }
-local LIVES_DIP = { [2] = 0xC0, [3] = 0x00, [4] = 0x40, [5] = 0x80 }
+local START_LEVELS = constants.START_LEVELS
+local LIVES_DIP = constants.LIVES_DIP
 local FREE_PLAY = 2
 
 local GS_SELECT, GS_INITIALS = 0x16, 0x12

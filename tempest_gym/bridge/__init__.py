@@ -2,6 +2,8 @@
 
 * ``protocol`` - the wire format (docs/protocol.md), the Python half of ``lua/tempest_gym/protocol.lua``;
 * ``layout`` - the observation layout read from ``lua/state_layout.tsv`` (docs/state.md);
+* ``constants`` - game and wire constants (lanes, spinner limit, start levels, lives, any-slot), the Python half
+  of ``lua/tempest_gym/constants.lua``;
 * ``paths`` - where the Lua client and the released model are;
 * ``mame`` - finding MAME and the ROMs, starting and supervising one MAME process;
 * ``server`` - the TCP server and its handshake;

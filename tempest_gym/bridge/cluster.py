@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tempest_gym.bridge import protocol
+from tempest_gym.bridge.constants import LIVES, START_LEVELS
 from tempest_gym.bridge.layout import StateLayout, default_layout
 from tempest_gym.bridge.mame import MameProcess, find_mame, find_rompath, verify_roms
 from tempest_gym.bridge.server import ClientConnection, Server, remove_token_file, resolve_token, write_token_file
@@ -29,8 +30,6 @@ from tempest_gym.errors import ClientDisconnectedError, ClientTimeoutError, Temp
 log = logging.getLogger(__name__)
 
 DOOR_INTERVAL = 0.05  # s between looks at the listening socket while stepping
-START_LEVELS = (1, 3, 5, 7, 9, 11, 13, 15, 17, 20, 22, 24, 26, 28, 31, 33, 36, 40, 44, 47, 49, 52, 56, 60,
-                63, 65, 73, 81)  # fmt: skip
 
 
 def read_ram_trace(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -100,8 +99,8 @@ class ClusterConfig:
             raise ValueError(
                 f"start_level {self.start_level} is not selectable in Tempest; choose one of {START_LEVELS}"
             )
-        if self.lives not in (2, 3, 4, 5):
-            raise ValueError(f"lives must be 2, 3, 4 or 5 (the dip switch), got {self.lives}")
+        if self.lives not in LIVES:
+            raise ValueError(f"lives must be one of {LIVES} (the dip switch), got {self.lives}")
         if self.transport not in ("auto", "luasocket", "emufile"):
             raise ValueError(f"transport must be auto, luasocket or emufile, got {self.transport!r}")
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tempest_gym.bridge import protocol
+from tempest_gym.bridge.constants import ANY_SLOT
 from tempest_gym.bridge.protocol import FrameDecoder, Hello, ProtocolError
 from tempest_gym.errors import ClientDisconnectedError, ClientTimeoutError, PortInUseError
 
@@ -130,8 +131,6 @@ class ClientConnection:
         with contextlib.suppress(OSError):
             self.sock.close()
 
-
-ANY_SLOT = 0xFFFF  # a remote client that lets the server pick its slot
 
 
 class Server:

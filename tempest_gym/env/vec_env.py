@@ -32,10 +32,9 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices,
 
 from tempest_gym.bridge import protocol
 from tempest_gym.bridge.cluster import ClusterConfig, MameCluster
+from tempest_gym.bridge.constants import MAX_SPIN, NUM_FIRE_ZAP
 from tempest_gym.bridge.layout import StateLayout, default_layout
 
-NUM_FIRE_ZAP = 4
-MAX_SPIN = 31  # the game clamps the per-tick delta to +-31 (16 units per lane)
 FIRE_ZAP_NAMES = ("none", "fire", "zap", "fire+zap")
 
 ExpertFactory = Callable[[StateLayout, int, int], Any]

@@ -33,9 +33,9 @@ from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from tempest_gym.bridge.constants import NLANES
 from tempest_gym.bridge.layout import StateLayout, default_layout
 
-NLANES = 16
 #: enemy type flags, one grid channel each (nearest enemy of that type in the lane)
 ENEMY_TYPES = ("enemy_flipper", "enemy_pulsar", "enemy_tanker", "enemy_spiker", "enemy_fuseball")
 #: per-enemy flags shown in the grid (any enemy in the lane with the flag)
