@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tempest_gym.bridge import constants, protocol
-from tempest_gym.bridge.cluster import state_dtype
 from tempest_gym.bridge.layout import default_layout
 from tempest_gym.bridge.protocol import FrameDecoder, HandshakeError, Hello, ProtocolError, StateHeader
 from tempest_gym.bridge.server import Server
@@ -63,7 +62,7 @@ def test_state_round_trip_and_numpy_view_agree():
     assert got_header == header
     np.testing.assert_array_equal(got_obs, obs)
     # the cluster parses N bodies at once through a structured dtype: same fields
-    arr = np.frombuffer(body * 2, dtype=state_dtype(D))
+    arr = np.frombuffer(body * 2, dtype=protocol.state_dtype(D))
     assert arr["exec_spin"][1] == -17 and arr["score"][0] == 987654 and arr["seq"][1] == 7
     np.testing.assert_array_equal(arr["obs"][1], obs)
 
@@ -250,3 +249,29 @@ def test_lua_constants_match_python():
     for path in LUA.glob("*.lua"):  # every other Lua module takes them from there
         if path.name != "constants.lua":
             assert not re.search(r"(MAX_SPIN|ANY_SLOT|START_LEVELS|LIVES_DIP) = [{\d]", path.read_text()), path.name
+
+
+def lua_format(fmt: str) -> str:
+    """A Lua ``string.pack`` format as Python ``struct``'s (the codes this protocol uses)."""
+    codes = {"I4": "I", "I2": "H", "c4": "4s"}
+    return "<" + "".join(codes.get(t, t) for t in re.findall(r"[A-Za-z]\d*", fmt.lstrip("<")))
+
+
+def test_lua_message_formats_match_python():
+    text = (LUA / "protocol.lua").read_text()
+    state = re.search(r'local fmt = "([^"]+)"', text).group(1)
+    assert lua_format(state).replace("<I", "<", 1) == protocol.STATE_HEADER.format, "STATE (after the length)"
+    assert int(re.search(r"local body_len = (\d+) \+ 4 \* n", text).group(1)) == protocol.STATE_HEADER.size
+    hello = re.search(r'pack\("(<Bc4[^"]+)"', text).group(1)
+    assert lua_format(hello).removesuffix("s1s1") == protocol._HELLO.format, "HELLO (then client and token)"
+    assert lua_format(re.search(r'unpack\("(<BBBb[^"]+)", body\)', text).group(1)) == protocol._ACTION.format
+    assert f"#body ~= {protocol._ACTION.size}" in text
+    assert 'unpack("<BHH", body)' in text and protocol._WELCOME.format == "<BHH"
+    assert 'unpack("<Bs2", body)' in text and protocol._REASON.format == "<BH", "REJECT: type, u16 length, text"
+
+
+def test_state_header_fields_come_from_one_table():
+    names = [name for name, _ in protocol.STATE_FIELDS]
+    assert list(protocol.state_dtype(D).names) == [*names, "obs"]
+    assert protocol.state_dtype(D).itemsize == protocol.STATE_HEADER.size + 4 * D
+    assert [f for f in StateHeader.__dataclass_fields__] == [n for n in names if n not in ("type", "pad")]

@@ -38,28 +38,6 @@ def read_ram_trace(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return raw["seq"], raw["ram"]
 
 
-def state_dtype(n_features: int) -> np.dtype:
-    """numpy view of one STATE body (must match protocol.STATE_HEADER + n float32)."""
-    return np.dtype(
-        [
-            ("type", "u1"),
-            ("flags", "u1"),
-            ("gamestate", "u1"),
-            ("level", "u1"),
-            ("lives", "u1"),
-            ("exec_fz", "u1"),
-            ("exec_spin", "i1"),
-            ("pad", "u1"),
-            ("seq", "<u4"),
-            ("frame", "<u4"),
-            ("score", "<u4"),
-            ("reward_obj", "<f4"),
-            ("reward_subj", "<f4"),
-            ("obs", "<f4", (n_features,)),
-        ]
-    )
-
-
 @dataclass
 class ClusterConfig:
     """Everything needed to start and talk to the emulators."""
@@ -113,7 +91,7 @@ class MameCluster:
         self.config = config
         self.layout = layout or default_layout()
         self.n = config.num_envs
-        self.dtype = state_dtype(self.layout.size)
+        self.dtype = protocol.state_dtype(self.layout.size)
         self.server: Server | None = None
         self.procs: list[MameProcess] = []
         self.clients: list[ClientConnection | None] = [None] * self.n
@@ -283,7 +261,7 @@ class MameCluster:
                 self._broken[i] = str(exc)  # receive_states replaces the client
 
     def receive_states(self, timeout: float | None = None) -> np.ndarray:
-        """One STATE from every client, as a structured array of length N (see state_dtype).
+        """One STATE from every client, as a structured array of length N (see protocol.state_dtype).
 
         With ``supervise``, a client that disconnects, exits, sends garbage or stays silent past the
         timeout is replaced (its MAME restarted, or a remote one awaited) and the new client's first

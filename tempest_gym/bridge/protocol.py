@@ -39,11 +39,37 @@ CMD_NONE = 0
 CMD_RESET = 1  # start a fresh game from the boot save state; arg = seed
 CMD_QUIT = 2  # exit MAME cleanly
 
+#: the STATE header, field by field in wire order (struct code, little-endian): the header's ``struct``, its numpy
+#: dtype (:func:`state_dtype`) and :class:`StateHeader` all derive from this table
+STATE_FIELDS = (
+    ("type", "B"),
+    ("flags", "B"),
+    ("gamestate", "B"),
+    ("level", "B"),
+    ("lives", "B"),
+    ("exec_fz", "B"),
+    ("exec_spin", "b"),
+    ("pad", "B"),
+    ("seq", "I"),
+    ("frame", "I"),
+    ("score", "I"),
+    ("reward_obj", "f"),
+    ("reward_subj", "f"),
+)
+_NUMPY = {"B": "u1", "b": "i1", "H": "<u2", "I": "<u4", "f": "<f4"}
+
 _LEN = struct.Struct("<I")
 _HELLO = struct.Struct("<B4sHHIIIHH")
-STATE_HEADER = struct.Struct("<BBBBBBbBIIIff")
+STATE_HEADER = struct.Struct("<" + "".join(code for _, code in STATE_FIELDS))
+_STATE_NAMES = tuple(name for name, _ in STATE_FIELDS)
+_REASON = struct.Struct("<BH")  # BYE and REJECT: type, u16 length, then the reason's bytes
 _ACTION = struct.Struct("<BBBbII")
 _WELCOME = struct.Struct("<BHH")
+
+
+def state_dtype(n_features: int) -> np.dtype:
+    """numpy view of one STATE body: the header fields, then ``obs`` (n float32); ``np.frombuffer`` reads N at once."""
+    return np.dtype([(name, _NUMPY[code]) for name, code in STATE_FIELDS] + [("obs", "<f4", (n_features,))])
 
 
 class ProtocolError(Exception):
@@ -68,6 +94,8 @@ class Hello:
 
 @dataclass(frozen=True)
 class StateHeader:
+    """The STATE header's fields (all of :data:`STATE_FIELDS` but ``type`` and ``pad``)."""
+
     flags: int
     gamestate: int
     level: int
@@ -183,21 +211,7 @@ def check_hello(hello: Hello, layout_count: int, layout_hash: int) -> None:
 
 def encode_state(header: StateHeader, obs: np.ndarray) -> bytes:
     """Build a STATE (the Lua client's job; used by tests and synthetic clients)."""
-    body = STATE_HEADER.pack(
-        STATE,
-        header.flags,
-        header.gamestate,
-        header.level,
-        header.lives,
-        header.exec_fz,
-        header.exec_spin,
-        0,
-        header.seq,
-        header.frame,
-        header.score,
-        header.reward_obj,
-        header.reward_subj,
-    )
+    body = STATE_HEADER.pack(*(STATE if n == "type" else 0 if n == "pad" else getattr(header, n) for n in _STATE_NAMES))
     return frame(body + np.asarray(obs, dtype="<f4").tobytes())
 
 
@@ -205,10 +219,10 @@ def decode_state_header(body: bytes, n_features: int) -> StateHeader:
     expected = STATE_HEADER.size + 4 * n_features
     if len(body) != expected:
         raise ProtocolError(f"STATE of {len(body)} bytes, expected {expected} for {n_features} features")
-    f = STATE_HEADER.unpack_from(body)
-    if f[0] != STATE:
-        raise ProtocolError(f"expected STATE (0x02), got message type 0x{f[0]:02x}")
-    return StateHeader(*f[1:7], *f[8:])
+    f = dict(zip(_STATE_NAMES, STATE_HEADER.unpack_from(body), strict=True))
+    if f["type"] != STATE:
+        raise ProtocolError(f"expected STATE (0x02), got message type 0x{f['type']:02x}")
+    return StateHeader(**{k: v for k, v in f.items() if k not in ("type", "pad")})
 
 
 def decode_state(body: bytes, n_features: int) -> tuple[StateHeader, np.ndarray]:
@@ -217,12 +231,21 @@ def decode_state(body: bytes, n_features: int) -> tuple[StateHeader, np.ndarray]
     return header, obs
 
 
+def _decode_reason(body: bytes) -> str:
+    if len(body) < _REASON.size:
+        return "(no reason given)"
+    _, n = _REASON.unpack_from(body)
+    return body[_REASON.size : _REASON.size + n].decode("utf-8", "replace")
+
+
 def decode_bye(body: bytes) -> str:
     """A client's last words: why it is leaving (a Lua error, a refused handshake...)."""
-    if len(body) < 3:
-        return "(no reason given)"
-    (n,) = struct.unpack_from("<H", body, 1)
-    return body[3 : 3 + n].decode("utf-8", "replace")
+    return _decode_reason(body)
+
+
+def decode_reject(body: bytes) -> str:
+    """Why the server refused a client (REJECT; Python never receives one: used by tests and synthetic clients)."""
+    return _decode_reason(body)
 
 
 def encode_action(seq: int, fz: int, spin: int, command: int = CMD_NONE, arg: int = 0) -> bytes:
@@ -246,4 +269,4 @@ def encode_welcome(slot: int = 0) -> bytes:
 
 def encode_reject(reason: str) -> bytes:
     raw = reason.encode()[:1000]
-    return frame(struct.pack("<BH", REJECT, len(raw)) + raw)
+    return frame(_REASON.pack(REJECT, len(raw)) + raw)

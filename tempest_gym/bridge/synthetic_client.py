@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import socket
-import struct
 import sys
 from pathlib import Path
 
@@ -30,14 +29,14 @@ def read_config(path: str) -> dict[str, str]:
     return cfg
 
 
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
+def recv_body(sock: socket.socket, decoder: protocol.FrameDecoder) -> bytes:
+    """The server's next message body (the protocol's own framing)."""
+    while (body := decoder.next_body()) is None:
+        chunk = sock.recv(1 << 16)
         if not chunk:
             raise ConnectionError("server closed")
-        buf += chunk
-    return bytes(buf)
+        decoder.feed(chunk)
+    return body
 
 
 def run(cfg: dict[str, str], death_every: int = 600, pool: int = 64) -> int:
@@ -51,12 +50,11 @@ def run(cfg: dict[str, str], death_every: int = 600, pool: int = 64) -> int:
     hello = protocol.Hello(protocol.PROTOCOL_VERSION, layout.size, layout.hash, int(rng.integers(2**62)), slot, 0,
                            "synthetic client", cfg.get("token", ""))  # fmt: skip
     sock.sendall(protocol.encode_hello(hello))
-    (n,) = struct.unpack("<I", recv_exact(sock, 4))
-    reply = recv_exact(sock, n)
+    decoder = protocol.FrameDecoder()
+    reply = recv_body(sock, decoder)
     if reply[0] != protocol.WELCOME:
-        print(f"refused: {reply[3:].decode(errors='replace')}", file=sys.stderr)
+        print(f"refused: {protocol.decode_reject(reply)}", file=sys.stderr)
         return 3
-    header = protocol.STATE_HEADER
     seq = 0
     lives, score = 3, 0
     exec_fz = exec_spin = 0
@@ -71,12 +69,11 @@ def run(cfg: dict[str, str], death_every: int = 600, pool: int = 64) -> int:
                 flags |= protocol.F_GAME_OVER
                 lives = 3
         score += 150 if seq % 40 == 0 else 0
-        head = header.pack(protocol.STATE, flags, 4, 1, lives, exec_fz, exec_spin, 0, seq, seq * 2, score,
-                           150.0 if seq % 40 == 0 else 0.0, 0.0)  # fmt: skip
-        body = head + bodies[seq % pool].tobytes()
-        sock.sendall(struct.pack("<I", len(body)) + body)
-        (n,) = struct.unpack("<I", recv_exact(sock, 4))
-        command, fz, spin, rseq, _arg = protocol.decode_action(recv_exact(sock, n))
+        header = protocol.StateHeader(flags=flags, gamestate=4, level=1, lives=lives, exec_fz=exec_fz,
+                                      exec_spin=exec_spin, seq=seq, frame=seq * 2, score=score,
+                                      reward_obj=150.0 if seq % 40 == 0 else 0.0, reward_subj=0.0)  # fmt: skip
+        sock.sendall(protocol.encode_state(header, bodies[seq % pool]))
+        command, fz, spin, rseq, _arg = protocol.decode_action(recv_body(sock, decoder))
         if command == protocol.CMD_QUIT:
             return 0
         if rseq != seq:
