@@ -38,6 +38,14 @@ def read_ram_trace(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return raw["seq"], raw["ram"]
 
 
+class _ReplacementFailed(Exception):
+    """A slot's replacement client failed as well (``kind``: the error to report if the cluster gives up)."""
+
+    def __init__(self, why: str, kind: type[TempestGymError] = ClientDisconnectedError) -> None:
+        super().__init__(why)
+        self.kind = kind
+
+
 @dataclass
 class ClusterConfig:
     """Everything needed to start and talk to the emulators."""
@@ -325,26 +333,33 @@ class MameCluster:
             return self._fail(i, str(exc))
 
     def _fail(self, i: int, why: str, kind: type[TempestGymError] = ClientDisconnectedError) -> bytes:
-        """Slot i's client failed: raise (no supervision, or too many failures in a row) or replace it."""
+        """Slot i's client failed: raise (no supervision, or too many failures in a row), or replace it and return
+        the new client's first state. A replacement that fails too is one more failure in a row: try again."""
         cfg = self.config
-        if not cfg.supervise:
-            if kind is ClientTimeoutError:
-                report = self.procs[i].describe_exit() if i < len(self.procs) else ""
-                raise ClientTimeoutError(f"no state from slot {i}: {why}\n{report}")
-            raise self._disconnected(i, why)
-        self._fails_in_row[i] += 1
-        if self._fails_in_row[i] > cfg.max_restarts:
-            raise self._disconnected(i, f"failed {self._fails_in_row[i]} times in a row (last: {why}); giving up")
-        report = ""
-        if i < len(self.procs):
-            self.procs[i].wait_exit(0.5)  # let an exiting client's exit code and last words land
-            report = self.procs[i].describe_exit()
-        log.warning("client slot %d %s; replacing it (failure %d in a row)\n%s", i, why, self._fails_in_row[i], report)
-        self._detach(i)
-        return self._replace(i)
+        while True:
+            if not cfg.supervise:
+                if kind is ClientTimeoutError:
+                    report = self.procs[i].describe_exit() if i < len(self.procs) else ""
+                    raise ClientTimeoutError(f"no state from slot {i}: {why}\n{report}")
+                raise self._disconnected(i, why)
+            self._fails_in_row[i] += 1
+            if self._fails_in_row[i] > cfg.max_restarts:
+                raise self._disconnected(i, f"failed {self._fails_in_row[i]} times in a row (last: {why}); giving up")
+            report = ""
+            if i < len(self.procs):
+                self.procs[i].wait_exit(0.5)  # let an exiting client's exit code and last words land
+                report = self.procs[i].describe_exit()
+            log.warning("client slot %d %s; replacing it (failure %d in a row)\n%s", i, why, self._fails_in_row[i],
+                        report)  # fmt: skip
+            self._detach(i)
+            try:
+                return self._replace(i)
+            except _ReplacementFailed as exc:
+                why, kind = str(exc), exc.kind
 
     def _replace(self, i: int) -> bytes:
-        """Restart slot i's MAME (or await a remote client), handshake, and read its first state."""
+        """Restart slot i's MAME (or await a remote client), handshake, and read its first state; raise
+        ``_ReplacementFailed`` when that does not work out."""
         cfg = self.config
         assert self.server is not None
         local = i < len(self.procs)
@@ -358,9 +373,10 @@ class MameCluster:
         deadline = time.monotonic() + wait
         while self.clients[i] is None:
             if time.monotonic() > deadline:
-                return self._fail(i, f"was not replaced: no client connected within {wait:.0f} s", ClientTimeoutError)
+                why = f"was not replaced: no client connected within {wait:.0f} s"
+                raise _ReplacementFailed(why, ClientTimeoutError)
             if local and self.procs[i].poll() is not None:
-                return self._fail(i, "restarted MAME exited before connecting")
+                raise _ReplacementFailed("restarted MAME exited before connecting")
             for c in self.server.poll({i}, self.layout.size, self.layout.hash, 0.2):
                 self._attach(i, c)
         c = self.clients[i]
@@ -375,7 +391,7 @@ class MameCluster:
                     raise ClientDisconnectedError("closed the connection right after restarting")
         except (TempestGymError, protocol.ProtocolError) as exc:
             self._detach(i)
-            return self._fail(i, str(exc))
+            raise _ReplacementFailed(str(exc)) from exc
         self.restarts[i] += 1
         self.restarted[i] = True
         self._ok_since[i] = 0
