@@ -78,6 +78,15 @@ def test_bad_settings_rejected_before_starting():
         TempestVecEnv(lives=7, expert=False)
     with pytest.raises(ValueError, match="max_spin"):
         TempestVecEnv(max_spin=40, expert=False)
+    with pytest.raises(TypeError, match="'live' \\(did you mean 'lives'\\?\\)"):
+        TempestVecEnv(live=2, expert=False)
+
+
+def test_env_hands_the_emulator_settings_to_the_cluster_config():
+    env = TempestVecEnv(num_envs=2, seed=4, lives=2, step_timeout=9.0, mame_args=["-x"], expert=False)
+    cfg = env.cluster_config
+    assert (cfg.num_envs, cfg.seed, cfg.lives, cfg.step_timeout, cfg.mame_args) == (2, 4, 2, 9.0, ("-x",))
+    assert cfg.death_penalty == env.death_penalty == 1000, "the env and the Lua client subtract the same penalty"
 
 
 def test_port_in_use(tmp_path):

@@ -78,6 +78,10 @@ class ClusterConfig:
     trace_ram: bool = False  # the client writes seq + RAM $0000-$03FF per state to slotN/trace.bin
     client_settings: dict[str, object] = field(default_factory=dict)  # extra/overriding Lua settings
 
+    def __post_init__(self) -> None:
+        self.client_settings = dict(self.client_settings or {})  # a copy: the cluster adds to it
+        self.mame_args = tuple(self.mame_args)
+
     def validate(self) -> None:
         if self.num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")

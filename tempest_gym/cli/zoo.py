@@ -180,9 +180,9 @@ def check_env_keys(env_kwargs: dict[str, Any], source: str) -> None:
     """Refuse env_kwargs ``TempestVecEnv`` does not take, with the closest valid names."""
     import difflib
 
-    from tempest_gym.env.vec_env import TempestVecEnv
+    from tempest_gym.env.vec_env import env_arguments
 
-    valid = set(inspect.signature(TempestVecEnv.__init__).parameters) - {"self", "seed"}
+    valid = env_arguments() - {"seed"}
     for key in env_kwargs:
         if key == "seed":
             raise ValueError(f"{source}: the env's seed comes from --seed, not from env_kwargs")

@@ -22,8 +22,11 @@ Semantics (docs/env.md has the long version, with the infos and the index-taking
 from __future__ import annotations
 
 import contextlib
+import difflib
+import inspect
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -38,6 +41,14 @@ from tempest_gym.bridge.layout import StateLayout, default_layout
 FIRE_ZAP_NAMES = ("none", "fire", "zap", "fire+zap")
 
 ExpertFactory = Callable[[StateLayout, int, int], Any]
+#: the keyword arguments TempestVecEnv hands to ClusterConfig
+CLUSTER_ARGUMENTS = frozenset(f.name for f in fields(ClusterConfig))
+
+
+def env_arguments() -> set[str]:
+    """Every keyword argument ``TempestVecEnv`` takes: its own and ClusterConfig's."""
+    own = set(inspect.signature(TempestVecEnv.__init__).parameters) - {"self", "cluster_kwargs"}
+    return own | CLUSTER_ARGUMENTS
 
 
 def hybrid_action_space() -> spaces.Box:
@@ -62,7 +73,24 @@ def _default_expert(layout: StateLayout, max_spin: int, seed: int) -> Any:
 
 
 class TempestVecEnv(VecEnv):
-    """N headless MAME processes playing ``tempest1``, stepped in lockstep (see module doc)."""
+    """N headless MAME processes playing ``tempest1``, stepped in lockstep (see module doc).
+
+    :param num_envs: MAME instances
+    :param seed: seed of instance 0's games (instance i: ``seed + i``) and of the expert
+    :param reward_obj_scale: weight of the points (the objective reward)
+    :param reward_subj_scale: weight of the lane shaping (the subjective reward)
+    :param death_penalty: points subtracted from the objective reward on a death
+    :param max_spin: the spinner delta of action ``1.0`` (1..31)
+    :param max_episode_steps: truncate lives longer than this (None: never)
+    :param expert: label every observation with the expert's action (``info["expert_action"]``): True for the
+        rule-based expert, a factory ``(layout, max_spin, seed) -> expert``, or False/None for no labels
+    :param layout: the observation layout (default: the packaged ``lua/state_layout.tsv``)
+    :param cluster_kwargs: how to start and reach the emulators, any field of
+        :class:`~tempest_gym.bridge.cluster.ClusterConfig`: ``rompath``, ``mame``, ``start_level``, ``lives``,
+        ``host``, ``port``, ``token``, ``transport``, ``pipeline``, ``connect_timeout``, ``step_timeout``,
+        ``headless``, ``workdir``, ``keep_workdir``, ``supervise``, ``max_restarts``, ``remote``, ``trace_ram``,
+        ``client_settings``, ``mame_args``, ...
+    """
 
     metadata = {"render_modes": []}
     render_mode = None
@@ -70,10 +98,6 @@ class TempestVecEnv(VecEnv):
     def __init__(
         self,
         num_envs: int = 1,
-        rompath: str | None = None,
-        mame: str | None = None,
-        start_level: int = 1,
-        lives: int = 3,
         seed: int = 0,
         reward_obj_scale: float = 0.01,
         reward_subj_scale: float = 0.01,
@@ -81,54 +105,20 @@ class TempestVecEnv(VecEnv):
         max_spin: int = MAX_SPIN,
         max_episode_steps: int | None = None,
         expert: ExpertFactory | None | bool = True,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        token: str | None = None,
-        transport: str = "auto",
-        pipeline: bool = True,
-        connect_timeout: float = 60.0,
-        step_timeout: float = 120.0,
-        headless: bool = True,
-        workdir: str | None = None,
-        keep_workdir: bool = False,
         layout: StateLayout | None = None,
-        supervise: bool = True,
-        max_restarts: int = 5,
-        remote: bool = False,
-        trace_ram: bool = False,
-        client_settings: dict[str, object] | None = None,
-        mame_args: tuple[str, ...] = (),
+        **cluster_kwargs: Any,
     ) -> None:
         self.layout = layout or default_layout()
         if not 1 <= max_spin <= MAX_SPIN:
             raise ValueError(f"max_spin must be in 1..{MAX_SPIN}, got {max_spin}")
         obs_space = spaces.Box(low=self.layout.low, high=self.layout.high, dtype=np.float32)
         super().__init__(num_envs, obs_space, hybrid_action_space())
-        self.cluster_config = ClusterConfig(
-            num_envs=num_envs,
-            rompath=rompath,
-            mame=mame,
-            start_level=start_level,
-            lives=lives,
-            seed=seed,
-            host=host,
-            port=port,
-            token=token,
-            transport=transport,
-            pipeline=pipeline,
-            death_penalty=death_penalty,
-            connect_timeout=connect_timeout,
-            step_timeout=step_timeout,
-            headless=headless,
-            workdir=workdir,
-            keep_workdir=keep_workdir,
-            supervise=supervise,
-            max_restarts=max_restarts,
-            remote=remote,
-            trace_ram=trace_ram,
-            client_settings=dict(client_settings or {}),
-            mame_args=tuple(mame_args),
-        )
+        unknown = sorted(set(cluster_kwargs) - CLUSTER_ARGUMENTS)
+        if unknown:
+            near = {k: difflib.get_close_matches(k, env_arguments(), 1) for k in unknown}
+            hints = [f"{k!r}" + "".join(f" (did you mean {m!r}?)" for m in near[k]) for k in unknown]
+            raise TypeError(f"TempestVecEnv got unexpected keyword argument(s) {', '.join(hints)}")
+        self.cluster_config = ClusterConfig(num_envs=num_envs, seed=seed, death_penalty=death_penalty, **cluster_kwargs)
         self.cluster_config.validate()
         self.cluster = MameCluster(self.cluster_config, self.layout)
         self.reward_obj_scale = float(reward_obj_scale)
