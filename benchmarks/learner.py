@@ -44,13 +44,13 @@ def filled_model(bins: int | None, net: list[int], device: str, fill: int, threa
     layout = default_layout()
     env = DummyVecEnv([SpacesOnly])
     model = HybridDQN(
-        "MlpPolicy",
+        "MlpPolicy" if bins is None else "BinnedMlpPolicy",
         env,
         buffer_size=max(fill, 1000),
         batch_size=256,
         n_steps=3,
         replay_buffer_kwargs=dict(layout=layout),
-        policy_kwargs=dict(net_arch=net, spinner_bins=bins),
+        policy_kwargs=dict(net_arch=net) if bins is None else dict(net_arch=net, spinner_bins=bins),
         device=device,
         torch_num_threads=threads,
         seed=0,

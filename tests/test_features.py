@@ -11,7 +11,7 @@ from tempest_gym.bridge.layout import default_layout
 from tempest_gym.cli.zoo import parse_policy_kwargs
 from tempest_gym.env.vec_env import hybrid_action_space
 from tempest_gym.hybrid_dqn.features import GRID_CHANNELS, NLANES, TempestLanesExtractor
-from tempest_gym.hybrid_dqn.policies import CategoricalParamActor, HybridQPolicy
+from tempest_gym.hybrid_dqn.policies import BinnedQPolicy, CategoricalParamActor, HybridQPolicy
 
 th.set_num_threads(1)
 LAYOUT = default_layout()
@@ -113,7 +113,8 @@ def test_both_heads_build_with_it_from_yaml_policy_kwargs(head):
         + (", param_classes=63, actor_arch=[32])" if head == "hybrid" else ", spinner_bins=9)")
     )
     kwargs = parse_policy_kwargs(text)
-    policy = HybridQPolicy(SPACE, hybrid_action_space(), lambda _: 1e-3, **kwargs)
+    policy = (HybridQPolicy if head == "hybrid" else BinnedQPolicy)(SPACE, hybrid_action_space(), lambda _: 1e-3,
+                                                                    **kwargs)  # fmt: skip
     assert isinstance(policy.q_net.features_extractor, TempestLanesExtractor)
     if head == "hybrid":
         assert isinstance(policy.actor.head, CategoricalParamActor)

@@ -10,7 +10,8 @@ import torch as th
 from stable_baselines3.common.vec_env import DummyVecEnv
 from synthetic_env import HybridChoiceEnv
 
-from tempest_gym.hybrid_dqn import BackgroundLearner, HybridDQN, WeightPublisher
+from tempest_gym.hybrid_dqn import AsyncLearner, BackgroundLearner, HybridDQN, WeightPublisher
+from tempest_gym.hybrid_dqn.policies import HybridQPolicy
 
 th.set_num_threads(1)
 
@@ -91,20 +92,24 @@ def test_async_learn_respects_replay_ratio_and_stops():
 def test_acting_policy_follows_published_weights():
     m = async_model(max_replay_ratio=1.0, policy_sync_interval=1)
     seen_versions = []
-    original = m._sync_acting_policy
+    original = AsyncLearner.sync
 
-    def spy():
-        original()
-        if m.acting_policy is not None and m._publisher is not None:
-            seen_versions.append(m._acting_version)
-            # what acts is exactly the snapshot of that version (when no newer one was published meanwhile)
-            version, snap = m._publisher.pull(-1)
-            if snap is not None and version == m._acting_version:
-                state = m.acting_policy.state_dict()
-                assert all(th.equal(state[k], v) for k, v in snap.items())
+    def spy(learner):
+        original(learner)
+        assert learner is m._learner and m.acting_policy is learner.acting
+        seen_versions.append(learner.acting_version)
+        # what acts is exactly the snapshot of that version (when no newer one was published meanwhile)
+        version, snap = learner.publisher.pull(-1)
+        if snap is not None and version == learner.acting_version:
+            state = learner.acting.state_dict()
+            assert all(th.equal(state[k], v) for k, v in snap.items())
+        assert learner.policy_lag >= 0
 
-    m._sync_acting_policy = spy  # type: ignore[method-assign]
-    m.learn(1_500)
+    AsyncLearner.sync = spy  # type: ignore[method-assign]
+    try:
+        m.learn(1_500)
+    finally:
+        AsyncLearner.sync = original  # type: ignore[method-assign]
     assert max(seen_versions) > 1  # it moved on from the initial weights
 
 
@@ -151,4 +156,4 @@ def test_save_during_async_learning(tmp_path):
     files = sorted(tmp_path.glob("ck_*.zip"))
     assert files
     loaded = HybridDQN.load(files[-1])
-    assert loaded.policy.hybrid
+    assert type(loaded.policy) is HybridQPolicy

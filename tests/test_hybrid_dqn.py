@@ -13,6 +13,7 @@ from synthetic_env import HybridChoiceEnv
 
 from tempest_gym.hybrid_dqn import HybridDQN, parse_schedule
 from tempest_gym.hybrid_dqn.buffer import SOURCE_EXPERT, SOURCE_MODEL, SOURCE_RANDOM
+from tempest_gym.hybrid_dqn.policies import BinnedQPolicy, HybridQPolicy
 
 th.set_num_threads(1)
 
@@ -171,8 +172,8 @@ def test_save_load_round_trip(tmp_path, bins):
     np.testing.assert_array_equal(m.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
     for k in ("num_timesteps", "_n_updates", "_current_progress_remaining", "exploration_rate", "current_expert_ratio"):
         assert getattr(loaded, k) == getattr(m, k), k
-    assert loaded.policy.spinner_bins == bins
-    assert loaded.policy.hybrid == (bins is None)
+    assert type(loaded.policy) is (HybridQPolicy if bins is None else BinnedQPolicy)
+    assert bins is None or loaded.policy.spinner_bins == bins
     for a, b in zip(
         m.policy.optimizer.state_dict()["state"].values(),
         loaded.policy.optimizer.state_dict()["state"].values(),

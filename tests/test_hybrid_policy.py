@@ -1,4 +1,5 @@
-"""HybridQPolicy: action encoding from the space, MP-DQN pass isolation, binned head, predict()."""
+"""The Q policies: action encoding from the space, MP-DQN pass isolation (HybridQPolicy), the binned head
+(BinnedQPolicy), predict()."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ import pytest
 import torch as th
 from gymnasium import spaces
 
-from tempest_gym.hybrid_dqn.policies import HybridActionSpec, HybridQPolicy, invert_gradients
+from tempest_gym.hybrid_dqn import HybridDQN
+from tempest_gym.hybrid_dqn.policies import (
+    BinnedQPolicy,
+    HybridActionSpec,
+    HybridQPolicy,
+    QPolicy,
+    invert_gradients,
+)
 
 th.set_num_threads(1)
 
@@ -18,8 +26,10 @@ def space(c_lo: float, c_hi: float, p_lo: float, p_hi: float) -> spaces.Box:
     return spaces.Box(np.array([c_lo, p_lo], np.float32), np.array([c_hi, p_hi], np.float32), dtype=np.float32)
 
 
-def make(action_space: spaces.Box, **kw) -> HybridQPolicy:
+def make(action_space: spaces.Box, spinner_bins=None, **kw) -> QPolicy:
     th.manual_seed(0)
+    if spinner_bins is not None:
+        return BinnedQPolicy(OBS, action_space, lambda _: 1e-3, net_arch=[32, 32], spinner_bins=spinner_bins, **kw)
     return HybridQPolicy(OBS, action_space, lambda _: 1e-3, net_arch=[32, 32], **kw)
 
 
@@ -68,7 +78,7 @@ def test_mp_dqn_choice_sees_only_its_own_parameter():
 
 def test_binned_head_snaps_parameters_to_nearest_bin():
     policy = make(space(0, 3, -1, 1), spinner_bins=[-1.0, -0.2, 0.0, 0.2, 1.0])
-    assert not policy.hybrid and policy.n_bins == 5 and policy.actor is None
+    assert policy.n_bins == 5 and policy.actor is None and not policy.categorical_actor
     p = th.tensor([-0.95, -0.61, -0.59, -0.05, 0.11, 0.6, 0.61])
     assert policy.param_to_bin(p).tolist() == [0, 0, 1, 2, 3, 3, 4]
     np.testing.assert_allclose(policy.snap_params(p.numpy()), [-1, -1, -0.2, 0, 0.2, 0.2, 1])
@@ -107,3 +117,23 @@ def test_actor_climbs_a_bimodal_q_instead_of_averaging():
     with th.no_grad():
         params = policy._actor_params(obs)
     assert (params.abs() - 0.7).abs().max() < 0.1
+
+
+def test_heads_are_chosen_by_alias_and_old_style_spinner_bins_still_selects_the_binned_head():
+    from stable_baselines3.common.vec_env import DummyVecEnv
+    from synthetic_env import HybridChoiceEnv
+
+    def model(policy, **policy_kwargs):
+        env = DummyVecEnv([HybridChoiceEnv])
+        return HybridDQN(policy, env, buffer_size=100, policy_kwargs=dict(net_arch=[8], **policy_kwargs))
+
+    assert type(model("MlpPolicy").policy) is HybridQPolicy
+    assert type(model("BinnedMlpPolicy").policy) is BinnedQPolicy and model("BinnedMlpPolicy").policy.n_bins == 11
+    assert type(model("MlpPolicy", spinner_bins=None).policy) is HybridQPolicy
+    old_style = model("MlpPolicy", spinner_bins=5)  # configs written when one class held both heads
+    assert type(old_style.policy) is BinnedQPolicy and old_style.policy.n_bins == 5
+    assert old_style.policy_class is BinnedQPolicy and old_style.policy_kwargs["spinner_bins"] == 5
+    # old model files name the class itself (SB3 pickles it): the same rule applies
+    assert type(model(HybridQPolicy, spinner_bins=5).policy) is BinnedQPolicy
+    with pytest.raises(TypeError, match="spinner_bins"):
+        HybridQPolicy(OBS, space(0, 3, -1, 1), lambda _: 1e-3, spinner_bins=5)  # the class alone has one head

@@ -1,26 +1,36 @@
-"""HybridDQN: DQN for a (discrete choice, continuous parameter) action, with an expert, n-step returns,
-a compact replay buffer and an optional background learner. Modelled on SB3's ``DQN``.
+"""HybridDQN: SB3's ``DQN`` for a (discrete choice, continuous parameter) action, plus an expert, n-step returns,
+demonstration losses, a compact replay buffer and an optional background learner.
 
-Per env and step, the action comes from (and the transition remembers which):
+What SB3 does, it still does here: ``OffPolicyAlgorithm``'s ``learn`` loop, ``collect_rollouts``, model setup,
+logging, saving and loading. What is new lives in its own place:
 
-1. the **expert** with probability ``expert_ratio`` (``infos[i]["expert_action"]``, the expert's action for the
-   observation in ``obs[i]``; envs without that key simply never get it);
-2. **random** with probability ``epsilon``: a uniformly random choice with the *model's* parameter for that
-   choice plus noise (before ``learning_starts``: a uniformly random parameter);
-3. the **model** otherwise (greedy).
+* the **heads** (``policies.py``): ``MlpPolicy`` (MP-DQN hybrid head) or ``BinnedMlpPolicy`` (binned head);
+* **who acts** (:meth:`HybridDQN._sample_action`): per env and step, and the transition remembers which,
 
-Only transitions whose action really ran as the agent's (``infos[i]["agent_in_control"]``, default True) are
-stored, with the action that ran (``infos[i]["executed_action"]``, default the commanded one). Expert
-transitions also feed a DQfD-style demonstration loss.
+  1. the **expert** with probability ``expert_ratio`` (``infos[i]["expert_action"]``, the expert's action for the
+     observation in ``obs[i]``; envs without that key simply never get it);
+  2. **random** with probability ``epsilon``: a uniformly random choice with the *model's* parameter for that
+     choice plus noise (before ``learning_starts``: a uniformly random parameter);
+  3. the **model** otherwise (greedy);
+* **what is stored** (:meth:`HybridDQN._store_transition`): only transitions whose action really ran as the
+  agent's (``infos[i]["agent_in_control"]``, default True), with the action that ran
+  (``infos[i]["executed_action"]``, default the commanded one) and the expert's label for the observation, in the
+  compact n-step buffer (``buffer.py``, ``codecs.py``);
+* **the update** (:meth:`HybridDQN.train`): n-step double-Q TD, plus DQfD-style demonstration losses on expert
+  transitions (or every labelled one, ``demo_on_labels``), plus the parameter network's step; pre-training when
+  ``learning_starts`` is reached and final updates at the end (:meth:`HybridDQN.offline_updates`);
+* the **background learner** (``learner.py``): with ``async_learner`` the updates run in a thread for the whole
+  ``learn`` call and a copy of the policy acts;
+* **schedules** as strings (``schedules.py``), weights-only files (:meth:`HybridDQN.save_weights`), and files
+  saved before the package layout changed (``legacy.py``).
 """
 
 from __future__ import annotations
 
-import copy
 import io
 import pathlib
-import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -34,34 +44,21 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import (
-    GymEnv,
-    MaybeCallback,
-    RolloutReturn,
-    Schedule,
-    TrainFreq,
-    TrainFrequencyUnit,
-)
-from stable_baselines3.common.utils import (
-    LinearSchedule,
-    polyak_update,
-    should_collect_more_steps,
-    update_learning_rate,
-)
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule, TrainFreq
+from stable_baselines3.common.utils import LinearSchedule, polyak_update, update_learning_rate
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
 from tempest_gym.hybrid_dqn.buffer import SOURCE_EXPERT, SOURCE_MODEL, SOURCE_NAMES, SOURCE_RANDOM, CompactReplayBuffer
 from tempest_gym.hybrid_dqn.codecs import LayoutCodec
-from tempest_gym.hybrid_dqn.learner import BackgroundLearner, WeightPublisher
-from tempest_gym.hybrid_dqn.legacy import moved_modules
-from tempest_gym.hybrid_dqn.policies import HybridActionSpec, HybridQPolicy
+from tempest_gym.hybrid_dqn.learner import AsyncLearner, TrainStats, replay_ratio
+from tempest_gym.hybrid_dqn.legacy import legacy_policy_state, moved_modules, select_head
+from tempest_gym.hybrid_dqn.policies import TARGET_PREFIXES, BinnedQPolicy, HybridActionSpec, HybridQPolicy, QPolicy
 from tempest_gym.hybrid_dqn.schedules import ScheduleLike, parse_schedule
 
 SelfHybridDQN = TypeVar("SelfHybridDQN", bound="HybridDQN")
 
 PARAM_NOISES = ("gaussian", "uniform", "none")
-TARGET_PREFIXES = ("q_net_target.", "actor_target.")
 
 
 def find_layout(env: VecEnv | None) -> Any:
@@ -79,39 +76,13 @@ def find_layout(env: VecEnv | None) -> Any:
     return values[0] if values else None
 
 
-class _TrainStats:
-    """Loss sums kept by whichever thread trains, written to the logger by the main thread.
-
-    Values may be 0-d tensors: they are summed where they live and converted only when logged, so that an
-    update on the GPU does not wait for the device once per statistic.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sums: dict[str, Any] = {}
-        self._counts: dict[str, int] = {}
-
-    def add(self, values: dict[str, Any]) -> None:
-        with self._lock:
-            for k, v in values.items():
-                v = v.detach() if isinstance(v, th.Tensor) else v
-                self._sums[k] = self._sums[k] + v if k in self._sums else v
-                self._counts[k] = self._counts.get(k, 0) + 1
-
-    def flush(self, logger: Any) -> None:
-        with self._lock:
-            sums, counts = self._sums, self._counts
-            self._sums, self._counts = {}, {}
-        for k, v in sums.items():
-            logger.record(f"train/{k}", float(v) / counts[k])
-
-
 class HybridDQN(OffPolicyAlgorithm):
     """DQN for hybrid actions encoded as ``Box([c_lo, p_lo], [c_hi, p_hi])`` (see ``tempest_gym.hybrid_dqn.policies``).
 
-    :param policy: ``"MlpPolicy"`` (= ``HybridQPolicy``); ``policy_kwargs`` choose the head
-        (``spinner_bins=None``: MP-DQN hybrid head; ``spinner_bins=K``: binned head), ``net_arch``,
-        ``actor_arch``, ``activation_fn``, ``actor_lr_scale``, ...
+    :param policy: the head: ``"MlpPolicy"`` (= ``HybridQPolicy``, the MP-DQN hybrid head) or ``"BinnedMlpPolicy"``
+        (= ``BinnedQPolicy``, ``spinner_bins`` values); ``policy_kwargs`` go to it: ``net_arch``, ``actor_arch``,
+        ``param_classes``, ``spinner_bins``, ``activation_fn``, ``actor_lr_scale``, ... (``spinner_bins`` with the
+        hybrid alias also selects the binned head: that is how it was chosen before the heads were two classes)
     :param env: the environment (any SB3 VecEnv or gymnasium env with that action space)
     :param learning_rate: learning rate: a float, a schedule (callable of progress remaining) or a string such
         as ``"lin_3e-4"`` (see ``schedules.py``)
@@ -173,13 +144,15 @@ class HybridDQN(OffPolicyAlgorithm):
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": HybridQPolicy,
         "HybridQPolicy": HybridQPolicy,
+        "BinnedMlpPolicy": BinnedQPolicy,
+        "BinnedQPolicy": BinnedQPolicy,
     }
-    policy: HybridQPolicy
+    policy: QPolicy
     replay_buffer: CompactReplayBuffer  # type: ignore[assignment]
 
     def __init__(
         self,
-        policy: str | type[HybridQPolicy],
+        policy: str | type[QPolicy],
         env: GymEnv | str,
         learning_rate: float | str | Schedule = 1e-4,
         buffer_size: int = 2_000_000,
@@ -290,39 +263,32 @@ class HybridDQN(OffPolicyAlgorithm):
         self.source_totals = np.zeros(3, dtype=np.int64)  # commanded actions by source, all time
         self._window_sources = np.zeros(3, dtype=np.int64)  # since the last log dump
         self._window_stored = 0
-        self._stats = _TrainStats()
-        self._learner: BackgroundLearner | None = None
-        self._publisher: WeightPublisher | None = None
-        self.acting_policy: HybridQPolicy | None = None
-        self._acting_version = 0
-        self._acting_updates = 0  # learner updates contained in the acting weights
-        self._version_updates: dict[int, int] = {}  # published version -> learner updates at publication
+        self._stats = TrainStats()
+        self._learner: AsyncLearner | None = None  # while learn() runs with async_learner
+        self._last_sources = np.zeros(0, dtype=np.uint8)  # who chose the actions of the step being taken
         self._latencies: deque[float] = deque(maxlen=2000)  # seconds per batched inference call
         if _init_setup_model:
             self._setup_model()
 
     # ------------------------------------------------------------------ setup
     def _setup_model(self) -> None:
-        """Like ``OffPolicyAlgorithm._setup_model``, but always with the compact n-step buffer."""
+        """SB3's (learning rate, seed, replay buffer, policy, train frequency), with the compact n-step buffer built
+        first from this algorithm's arguments (SB3 keeps a buffer that exists), then the schedules."""
         if self.torch_num_threads is not None:
             th.set_num_threads(int(self.torch_num_threads))
-        # SB3's _setup_lr_schedule, which also takes the schedule strings ("lin_3e-4") documented for the others
-        self.lr_schedule = parse_schedule(self.learning_rate)
-        self.set_random_seed(self.seed)
-        if self._rng is None:
-            self._rng = np.random.default_rng(self.seed)
         self.spec = HybridActionSpec.from_space(self.action_space)
+        self.policy_class, self.policy_kwargs = select_head(self.policy_class, self.policy_kwargs)
         if self.replay_buffer_class is None:
             self.replay_buffer_class = CompactReplayBuffer
         if not issubclass(self.replay_buffer_class, CompactReplayBuffer):
             raise ValueError(f"HybridDQN needs a CompactReplayBuffer, got {self.replay_buffer_class.__name__}")
         if self.replay_buffer is None:
             self._setup_replay_buffer()
-        self.policy = self.policy_class(  # type: ignore[assignment]
-            self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
-        )
-        self.policy = self.policy.to(self.device)
-        self._convert_train_freq()
+        with warnings.catch_warnings():  # "n_steps is ignored with a custom replay buffer": ours takes n_steps
+            warnings.filterwarnings("ignore", message=r"`n_steps=\d+` is ignored")
+            super()._setup_model()
+        if self._rng is None:
+            self._rng = np.random.default_rng(self.seed)
         if self.exploration_schedule_spec is None:
             self.exploration_schedule: Schedule = LinearSchedule(
                 self.exploration_initial_eps, self.exploration_final_eps, self.exploration_fraction
@@ -334,6 +300,10 @@ class HybridDQN(OffPolicyAlgorithm):
         self._update_schedules()
         self._expert_actions = np.zeros((self.n_envs, 2), dtype=np.float32)
         self._expert_valid = np.zeros(self.n_envs, dtype=bool)
+
+    def _setup_lr_schedule(self) -> None:
+        """SB3's, also taking the schedule strings (``"lin_3e-4"``) documented for every schedule here."""
+        self.lr_schedule = parse_schedule(self.learning_rate)
 
     def _setup_replay_buffer(self) -> None:
         assert self.replay_buffer_class is not None
@@ -398,6 +368,8 @@ class HybridDQN(OffPolicyAlgorithm):
             for i, info in enumerate(reset_infos[: self.n_envs]):
                 self._read_expert(i, info)
         self._update_schedules()
+        if self.async_learner:
+            self._start_learner()
         return result
 
     def _reset_infos(self) -> list[dict[str, Any]]:
@@ -412,8 +384,13 @@ class HybridDQN(OffPolicyAlgorithm):
             self._expert_actions[i] = np.asarray(action, dtype=np.float32).reshape(2)
 
     # ------------------------------------------------------------------ acting
-    def _acting(self) -> HybridQPolicy:
-        return self.acting_policy if self.acting_policy is not None else self.policy
+    @property
+    def acting_policy(self) -> QPolicy | None:
+        """The background learner's acting copy of the policy (None without a running learner)."""
+        return self._learner.acting if self._learner is not None else None
+
+    def _acting(self) -> QPolicy:
+        return self._learner.acting if self._learner is not None else self.policy
 
     def _model_actions(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Greedy choice (n,) and per-choice parameters (n, K) of the acting policy."""
@@ -501,53 +478,31 @@ class HybridDQN(OffPolicyAlgorithm):
         return (actions if vectorized else actions[0]), state
 
     # ------------------------------------------------------------------ collecting
-    def collect_rollouts(  # type: ignore[override]
+    # SB3's collect_rollouts runs unchanged; these two hooks are where HybridDQN differs from it
+    def _sample_action(
+        self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Who acts this step (see the module doc): the expert, random or the model; the sources are kept for
+        :meth:`_store_transition`. The acting weights are brought up to date with the background learner first."""
+        if self._learner is not None:
+            self._learner.sync()
+        assert self._last_obs is not None
+        actions, self._last_sources = self._select_actions(self._last_obs, learning_starts)  # type: ignore[arg-type]
+        return actions, actions
+
+    def _store_transition(
         self,
-        env: VecEnv,
-        callback: BaseCallback,
-        train_freq: TrainFreq,
         replay_buffer: ReplayBuffer,
-        action_noise: ActionNoise | None = None,
-        learning_starts: int = 0,
-        log_interval: int | None = None,
-    ) -> RolloutReturn:
-        """SB3's loop, with expert/epsilon/model selection and storage of executed, in-control transitions."""
-        assert isinstance(env, VecEnv), "You must pass a VecEnv"
-        assert isinstance(replay_buffer, CompactReplayBuffer)
-        assert train_freq.frequency > 0, "Should at least collect one step or episode."
-        if env.num_envs > 1:
-            assert train_freq.unit == TrainFrequencyUnit.STEP, "You must use only one env when doing episodic training."
-        self._acting().set_training_mode(False)
-        num_collected_steps, num_collected_episodes = 0, 0
-        callback.on_rollout_start()
-        while should_collect_more_steps(train_freq, num_collected_steps, num_collected_episodes):
-            if self._learner is not None:
-                self._learner.raise_if_failed()
-                self._sync_acting_policy()
-            assert self._last_obs is not None
-            actions, sources = self._select_actions(self._last_obs, learning_starts)  # type: ignore[arg-type]
-            new_obs, rewards, dones, infos = env.step(actions)
-            self.num_timesteps += env.num_envs
-            num_collected_steps += 1
-            callback.update_locals(locals())
-            if not callback.on_step():
-                return RolloutReturn(
-                    num_collected_steps * env.num_envs, num_collected_episodes, continue_training=False
-                )
-            self._update_info_buffer(infos, dones)
-            self._store_step(replay_buffer, actions, sources, new_obs, rewards, dones, infos)  # type: ignore[arg-type]
-            if self._learner is not None:
-                self._learner.notify()
-            self._update_current_progress_remaining(self.num_timesteps, self._total_timesteps)
-            self._on_step()
-            for done in dones:
-                if done:
-                    num_collected_episodes += 1
-                    self._episode_num += 1
-                    if log_interval is not None and self._episode_num % log_interval == 0:
-                        self.dump_logs()
-        callback.on_rollout_end()
-        return RolloutReturn(num_collected_steps * env.num_envs, num_collected_episodes, continue_training=True)
+        buffer_action: np.ndarray,
+        new_obs: np.ndarray | dict[str, np.ndarray],
+        reward: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        """Store what really ran, with its source and the expert's label (:meth:`_store_step`); tell the learner."""
+        self._store_step(replay_buffer, buffer_action, self._last_sources, new_obs, reward, dones, infos)  # type: ignore[arg-type]
+        if self._learner is not None:
+            self._learner.notify()
 
     def _store_step(
         self,
@@ -623,7 +578,7 @@ class HybridDQN(OffPolicyAlgorithm):
         self.logger.record("rollout/expert_ratio", self.current_expert_ratio)
         if self._learner is not None:
             # how many updates behind the learner the weights that just acted were
-            self.logger.record_mean("learner/policy_lag", self._n_updates - self._acting_updates)
+            self.logger.record_mean("learner/policy_lag", self._learner.policy_lag)
 
     def dump_logs(self) -> None:
         total = int(self._window_sources.sum())
@@ -636,8 +591,7 @@ class HybridDQN(OffPolicyAlgorithm):
             # train() logs it in synchronous mode; the learner thread applies the schedule at the same progress
             self.logger.record("train/learning_rate", float(self.lr_schedule(self._current_progress_remaining)))
             self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-            self.logger.record("learner/updates_per_s", self._learner.updates_per_second())
-            self.logger.record("learner/acting_version", self._acting_version)
+            self._learner.record(self.logger)
         self.logger.record("replay/size", self.replay_buffer.size())
         if self._latencies:
             lat = np.array(self._latencies) * 1000.0
@@ -659,13 +613,20 @@ class HybridDQN(OffPolicyAlgorithm):
         return lr
 
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
-        """Synchronous training round (SB3 calls this between rollouts)."""
-        self.policy.set_training_mode(True)
-        self.logger.record("train/learning_rate", self._apply_learning_rate())
-        for _ in range(gradient_steps):
-            self._gradient_step(batch_size)
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self._stats.flush(self.logger)
+        """SB3 calls this between rollouts once ``learning_starts`` is reached. The first call runs the pre-training
+        (``pretrain_steps``); then ``gradient_steps`` updates, unless the background learner trains meanwhile."""
+        if not self._pretrained:
+            self._pretrained = True
+            self.offline_updates(self.pretrain_steps, "pre-training")
+        if self._learner is not None:
+            return
+        with self._sync_threads():
+            self.policy.set_training_mode(True)
+            self.logger.record("train/learning_rate", self._apply_learning_rate())
+            for _ in range(gradient_steps):
+                self._gradient_step(batch_size)
+            self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+            self._stats.flush(self.logger)
 
     def _autocast(self) -> Any:
         if not self.bf16:
@@ -690,7 +651,7 @@ class HybridDQN(OffPolicyAlgorithm):
         obs, choice, param = data.observations, data.choices, data.params
         demo_coef = self.current_demo_coef
         demo_mask, demo_choice, demo_param = self._labels(data)
-        if policy.hybrid and policy.categorical_actor:
+        if policy.categorical_actor:
             self._categorical_step(data, demo_coef, demo_mask, demo_choice, demo_param)
             return
         with self._autocast():
@@ -716,8 +677,8 @@ class HybridDQN(OffPolicyAlgorithm):
         loss.backward()
         th.nn.utils.clip_grad_norm_(policy.q_net.parameters(), self.max_grad_norm)
         policy.optimizer.step()
-        if policy.hybrid:
-            assert policy.actor is not None and policy.actor_optimizer is not None
+        if policy.actor is not None:
+            assert isinstance(policy, HybridQPolicy) and policy.actor_optimizer is not None
             # the actor's gradient goes through Q; Q's own weights need no gradient here
             policy.q_net.requires_grad_(False)
             try:
@@ -751,6 +712,7 @@ class HybridDQN(OffPolicyAlgorithm):
                           demo_param: th.Tensor) -> None:
         """The hybrid head with a categorical parameter network: one graph, one backward, both optimisers."""
         policy = self.policy
+        assert isinstance(policy, HybridQPolicy)
         assert policy.actor is not None and policy.actor_optimizer is not None
 
         def td_target(next_v: th.Tensor) -> th.Tensor:
@@ -783,76 +745,29 @@ class HybridDQN(OffPolicyAlgorithm):
                     dst.copy_(src)
 
     # ------------------------------------------------------------------ background learner
-    def _replay_ratio(self) -> float:
-        if self.max_replay_ratio is not None:
-            return float(self.max_replay_ratio)
-        assert isinstance(self.train_freq, TrainFreq)
-        if self.train_freq.unit != TrainFrequencyUnit.STEP:
-            raise ValueError("async_learner with train_freq in episodes needs an explicit max_replay_ratio")
-        per_round = self.train_freq.frequency * self.n_envs
-        steps = self.gradient_steps if self.gradient_steps >= 0 else per_round
-        return steps / per_round
-
-    def _allowed_updates(self) -> int:
-        """Replay-ratio cap for the learner: updates allowed so far in this ``learn`` call."""
-        start = max(self.learning_starts, self._num_timesteps_at_start)
-        if self.num_timesteps <= start or self.replay_buffer.size() == 0:
-            return 0
-        return int(self._replay_ratio_value * (self.num_timesteps - start))
-
-    def _learner_step(self) -> None:
-        self._apply_learning_rate()
-        self._gradient_step(self.batch_size)
-
-    def _publish_weights(self) -> None:
-        assert self._publisher is not None
-        state = self.policy.state_dict()
-        # record the update count before the version becomes visible, so the actor never pulls a version it
-        # cannot date (only this thread publishes, so the next version number is known)
-        version = self._publisher.version + 1
-        self._version_updates[version] = self._n_updates
-        self._version_updates.pop(version - 64, None)
-        self._publisher.publish({k: v for k, v in state.items() if k.startswith(("q_net.", "actor."))})
-
-    def _sync_acting_policy(self) -> None:
-        """Load the newest published weights into the acting copy (main thread, between env steps)."""
-        if self._publisher is None or self.acting_policy is None:
-            return
-        version, snapshot = self._publisher.pull(self._acting_version)
-        if snapshot is not None:
-            missing = self.acting_policy.load_state_dict(snapshot, strict=False).unexpected_keys
-            assert not missing, f"unexpected keys in the published weights: {missing}"
-            self._acting_version = version
-            self._acting_updates = self._version_updates.get(version, self._n_updates)
-
     def _start_learner(self) -> None:
-        self._replay_ratio_value = self._replay_ratio()
-        self.acting_policy = copy.deepcopy(self.policy)
-        self.acting_policy.set_training_mode(False)
-        self.policy.set_training_mode(True)
-        self._publisher = WeightPublisher()
-        self._acting_version = 0
-        self._acting_updates = 0  # learner updates contained in the acting weights
-        self._version_updates: dict[int, int] = {}  # published version -> learner updates at publication
-        self._latencies: deque[float] = deque(maxlen=2000)  # seconds per batched inference call
-        self._learner = BackgroundLearner(
-            step_fn=self._learner_step,
-            allowed_updates=self._allowed_updates,
-            publish_fn=self._publish_weights,
-            sync_interval=self.policy_sync_interval,
-        )
+        assert isinstance(self.train_freq, TrainFreq)
+        ratio = replay_ratio(self.max_replay_ratio, self.train_freq, self.n_envs, self.gradient_steps)
+        start = max(self.learning_starts, self._num_timesteps_at_start)
+
+        def allowed_updates() -> int:  # the replay-ratio cap, for this learn() call
+            if self.num_timesteps <= start or self.replay_buffer.size() == 0:
+                return 0
+            return int(ratio * (self.num_timesteps - start))
+
+        def step() -> None:
+            self._apply_learning_rate()
+            self._gradient_step(self.batch_size)
+
+        self._latencies = deque(maxlen=2000)
+        self._learner = AsyncLearner(self.policy, step, allowed_updates, lambda: self._n_updates,
+                                     self.policy_sync_interval)  # fmt: skip
         self._learner.start()
 
     def _stop_learner(self, raise_error: bool) -> None:
         learner, self._learner = self._learner, None
-        if learner is None:
-            return
-        learner.stop()
-        self.acting_policy = None
-        self._publisher = None
-        self.policy.set_training_mode(False)
-        if raise_error and learner.error is not None:
-            raise RuntimeError(f"the background learner failed: {learner.error!r}") from learner.error
+        if learner is not None:
+            learner.stop(raise_error)
 
     def learn(
         self: SelfHybridDQN,
@@ -863,42 +778,15 @@ class HybridDQN(OffPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfHybridDQN:
-        """SB3's off-policy loop; with ``async_learner`` the updates run in a thread during the whole call."""
-        total_timesteps, callback = self._setup_learn(
-            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
-        )
-        callback.on_training_start(locals(), globals())
-        assert self.env is not None, "You must set the environment before calling learn()"
-        assert isinstance(self.train_freq, TrainFreq)
-        if self.async_learner:
-            self._start_learner()
+        """SB3's ``learn``. With ``async_learner`` the updates run in a background thread while it runs (started by
+        ``_setup_learn``, stopped when the loop ends, its error raised here); then ``final_steps`` updates."""
         try:
-            while self.num_timesteps < total_timesteps:
-                rollout = self.collect_rollouts(
-                    self.env,
-                    train_freq=self.train_freq,
-                    callback=callback,
-                    learning_starts=self.learning_starts,
-                    replay_buffer=self.replay_buffer,
-                    log_interval=log_interval,
-                )
-                if not rollout.continue_training:
-                    break
-                if self.num_timesteps > 0 and self.num_timesteps > self.learning_starts and not self._pretrained:
-                    self._pretrained = True
-                    self.offline_updates(self.pretrain_steps, "pre-training")
-                if not self.async_learner and self.num_timesteps > 0 and self.num_timesteps > self.learning_starts:
-                    gradient_steps = self.gradient_steps if self.gradient_steps >= 0 else rollout.episode_timesteps
-                    if gradient_steps > 0:
-                        with self._sync_threads():
-                            self.train(batch_size=self.batch_size, gradient_steps=gradient_steps)
-            if self.num_timesteps > self.learning_starts:
-                self.offline_updates(self.final_steps, "final updates")
-        except BaseException:
-            self._stop_learner(raise_error=False)
-            raise
-        self._stop_learner(raise_error=True)
-        callback.on_training_end()
+            super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
+            self._stop_learner(raise_error=True)
+        finally:
+            self._stop_learner(raise_error=False)  # after an error: stop it all the same
+        if self.num_timesteps > self.learning_starts:
+            self.offline_updates(self.final_steps, "final updates")
         return self
 
     @contextmanager
@@ -938,13 +826,13 @@ class HybridDQN(OffPolicyAlgorithm):
                     self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
                     self.logger.dump(step=self.num_timesteps)
             self.policy.set_training_mode(False)
-        if self.acting_policy is not None and self._publisher is not None:
-            self._publish_weights()
+        if self._learner is not None:
+            self._learner.publish()
 
     # ------------------------------------------------------------------ saving
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "acting_policy", "_learner", "_publisher", "_stats", "_latencies",
-                "_version_updates", "_weights_only"]  # fmt: skip
+        return [*super()._excluded_save_params(), "_learner", "_last_sources", "_stats", "_latencies",
+                "_weights_only"]  # fmt: skip
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         if self._weights_only:
@@ -979,8 +867,10 @@ class HybridDQN(OffPolicyAlgorithm):
         exact_match: bool = True,
         device: th.device | str = "auto",
     ) -> None:
-        """SB3's ``set_parameters``; also takes a weights-only file (:meth:`save_weights`)."""
+        """SB3's ``set_parameters``; also takes a weights-only file (:meth:`save_weights`) and an old one's policy."""
         params = load_path_or_dict
+        if isinstance(params, dict) and "policy" in params:
+            params = {**params, "policy": legacy_policy_state(params["policy"], self.policy.state_dict())}
         if isinstance(params, dict) and "policy" in params and "policy.optimizer" not in params:
             policy = params["policy"]
             if not any(k.startswith(TARGET_PREFIXES) for k in policy):
@@ -996,7 +886,7 @@ class HybridDQN(OffPolicyAlgorithm):
             if missing:
                 raise ValueError(f"weights-only file lacks {sorted(missing)[:5]}...")
             return
-        super().set_parameters(load_path_or_dict, exact_match, device)
+        super().set_parameters(params, exact_match, device)
 
     def save(
         self,

@@ -4,21 +4,23 @@ SB3 has no Tuple action space, so the action is encoded as a ``Box`` of shape ``
 discrete choice (integer bounds ``low[0]..high[0]``, rounded by the env), column 1 the continuous parameter
 in ``[low[1], high[1]]``. For Tempest that is fire/zap (4 choices) and the spinner.
 
-Two heads share this interface so that they can be compared on the same runs:
+Two heads, two classes with one interface (:class:`QPolicy`), so that they can be compared on the same runs:
 
-* **hybrid** (default, P-DQN / MP-DQN family): a deterministic *parameter network* (actor) proposes one
-  parameter per discrete choice; the Q-network scores every choice with its own parameter. Following
+* **hybrid** (:class:`HybridQPolicy`, alias ``MlpPolicy``; P-DQN / MP-DQN family): a deterministic *parameter
+  network* (actor) proposes one parameter per discrete choice; the Q-network scores every choice with its own
+  parameter. Following
   MP-DQN, choice ``k`` sees only parameter ``k`` (the others are masked to zero), so the value of one choice
   cannot leak into another's parameter gradient. The actor is trained to *maximise* Q through the Q-network's
   gradient, never by regressing onto the mean of sampled targets: that regression is what made an earlier
   continuous spinner head "regress to the mean" (averaging a left and a right move into standing still).
   With per-choice parameters and gradient ascent, each parameter climbs to one mode of Q.
-* **binned** (``spinner_bins=K``): the parameter is cut into ``K`` values and each (choice, bin) pair gets
-  its own Q-value, ``n_choices * K`` outputs in all. Plain (double) DQN; no actor.
+* **binned** (:class:`BinnedQPolicy`, alias ``BinnedMlpPolicy``, ``spinner_bins=K``): the parameter is cut into
+  ``K`` values and each (choice, bin) pair gets its own Q-value, ``n_choices * K`` outputs in all. Plain (double)
+  DQN; no actor.
 
-The algorithm (``tempest_gym.hybrid_dqn.HybridDQN``) only uses the head-agnostic methods below
-(:meth:`HybridQPolicy.act`, :meth:`~HybridQPolicy.q_taken`, :meth:`~HybridQPolicy.bootstrap_values`,
-:meth:`~HybridQPolicy.large_margin_loss`, :meth:`~HybridQPolicy.actor_loss`).
+The algorithm (``tempest_gym.hybrid_dqn.HybridDQN``) only uses :class:`QPolicy`'s interface (:meth:`~QPolicy.act`,
+:meth:`~QPolicy.q_taken`, :meth:`~QPolicy.bootstrap_values`, :meth:`~QPolicy.large_margin_loss`) and, when the
+head has a parameter network, :meth:`HybridQPolicy.actor_loss` (or the categorical network's joint update).
 """
 
 from __future__ import annotations
@@ -217,28 +219,32 @@ class _Net(nn.Module):
         self.head = head
 
 
-class HybridQPolicy(BasePolicy):
-    """Q policy for the ``Box((2,))`` hybrid action encoding, with a hybrid (MP-DQN) or a binned head.
+#: state_dict prefixes of the networks that act (the background learner publishes them) and of their targets
+ONLINE_PREFIXES = ("q_net.", "actor.")
+TARGET_PREFIXES = ("q_net_target.", "actor_target.")
+
+
+class QPolicy(BasePolicy):
+    """What both heads share: the action spec, the Q-network with its target and optimiser, acting, SB3's
+    ``predict``. A head subclasses it (:class:`HybridQPolicy`, :class:`BinnedQPolicy`) with its networks and the
+    head-specific methods the algorithm calls: :meth:`act`, :meth:`snap_params`, :meth:`q_taken`,
+    :meth:`bootstrap_values` and :meth:`large_margin_loss`; a head with a parameter network (``actor`` not None)
+    adds its ``actor_loss``.
 
     :param observation_space: observation space
     :param action_space: ``Box`` of shape (2,): integer choice bounds, then the parameter range
     :param lr_schedule: learning rate schedule (``lr_schedule(1)`` is the initial rate)
     :param net_arch: hidden layers of the Q-network (default ``[256, 256]``)
-    :param actor_arch: hidden layers of the parameter network, hybrid head only (default: ``net_arch``)
-    :param spinner_bins: ``None`` for the hybrid head; an int ``K`` for ``K`` evenly spaced parameter values,
-        or an increasing sequence of parameter values, for the binned head
     :param activation_fn: activation function
     :param features_extractor_class: features extractor (one instance per network)
     :param features_extractor_kwargs: its keyword arguments
     :param normalize_images: SB3's image normalisation switch
-    :param optimizer_class: optimizer for the Q-network and the actor
+    :param optimizer_class: optimizer of every network
     :param optimizer_kwargs: its keyword arguments (without the learning rate)
-    :param actor_lr_scale: the actor's learning rate is ``actor_lr_scale`` times the Q-network's
-    :param param_classes: hybrid head only: ``None`` for a deterministic regressed parameter per choice
-        (:class:`ParamActor`, trained by the deterministic policy gradient); an int ``M`` for a parameter
-        network that classifies among ``M`` evenly spaced values (:class:`CategoricalParamActor`, trained by
-        imitation and by moving its mode toward the candidate value the Q-network prefers)
     """
+
+    #: the hybrid head's parameter network is a classifier (``param_classes``): one joint update for both networks
+    categorical_actor = False
 
     def __init__(
         self,
@@ -246,16 +252,12 @@ class HybridQPolicy(BasePolicy):
         action_space: spaces.Box,
         lr_schedule: Schedule,
         net_arch: list[int] | None = None,
-        actor_arch: list[int] | None = None,
-        spinner_bins: int | Sequence[float] | None = None,
         activation_fn: type[nn.Module] = nn.ReLU,
         features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
         features_extractor_kwargs: dict[str, Any] | None = None,
         normalize_images: bool = True,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
-        actor_lr_scale: float = 1.0,
-        param_classes: int | None = None,
     ) -> None:
         super().__init__(
             observation_space,
@@ -268,39 +270,15 @@ class HybridQPolicy(BasePolicy):
         )
         self.spec = HybridActionSpec.from_space(action_space)
         self.net_arch = list(net_arch) if net_arch is not None else [256, 256]
-        self.actor_arch = list(actor_arch) if actor_arch is not None else list(self.net_arch)
         self.activation_fn = activation_fn
-        self.actor_lr_scale = float(actor_lr_scale)
-        self.param_classes = None if param_classes is None else int(param_classes)
-        self.spinner_bins = spinner_bins
-        if self.param_classes is not None and spinner_bins is not None:
-            raise ValueError("param_classes belongs to the hybrid head; the binned head (spinner_bins) has no actor")
-        if spinner_bins is None:
-            bins = None
-        elif isinstance(spinner_bins, (int, np.integer)):
-            if spinner_bins < 2:
-                raise ValueError(f"spinner_bins must be >= 2, got {spinner_bins}")
-            bins = np.linspace(self.spec.param_low, self.spec.param_high, int(spinner_bins))
-        else:
-            bins = np.asarray(spinner_bins, dtype=np.float64)
-            if bins.ndim != 1 or len(bins) < 2 or not (np.diff(bins) > 0).all():
-                raise ValueError(f"spinner_bins must be an increasing sequence of >= 2 values, got {spinner_bins}")
-            if bins[0] < self.spec.param_low or bins[-1] > self.spec.param_high:
-                raise ValueError(f"spinner_bins {bins} outside the parameter range of {action_space}")
-        self.register_buffer("bin_values", th.as_tensor(bins if bins is not None else np.zeros(0), dtype=th.float32))
-        self._build(lr_schedule)
+        # the parameter network, if the head has one (instance attributes: nn.Module keeps submodules apart)
+        self.actor: _Net | None = None
+        self.actor_target: _Net | None = None
+        self.actor_optimizer: th.optim.Optimizer | None = None
 
     # ------------------------------------------------------------------ construction
-    @property
-    def hybrid(self) -> bool:
-        """True for the P-DQN/MP-DQN head, False for the binned head."""
-        return self.spinner_bins is None
-
-    @property
-    def n_bins(self) -> int:
-        return int(self.bin_values.numel())
-
     def _build(self, lr_schedule: Schedule) -> None:
+        """The Q-network, its target and its optimiser (a head with a parameter network adds those after)."""
         self.q_net = self.make_q_net()
         self.q_net_target = self.make_q_net()
         self.q_net_target.load_state_dict(self.q_net.state_dict())
@@ -309,27 +287,146 @@ class HybridQPolicy(BasePolicy):
         self.optimizer = self.optimizer_class(  # type: ignore[call-arg]
             self.q_net.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
         )
-        self.actor: _Net | None = None
-        self.actor_target: _Net | None = None
-        self.actor_optimizer: th.optim.Optimizer | None = None
-        if self.hybrid:
-            self.actor = self.make_actor()
-            self.actor_target = self.make_actor()
-            self.actor_target.load_state_dict(self.actor.state_dict())
-            self.actor_target.requires_grad_(False)
-            self.actor_target.train(False)
-            self.actor_optimizer = self.optimizer_class(  # type: ignore[call-arg]
-                self.actor.parameters(), lr=lr_schedule(1) * self.actor_lr_scale, **self.optimizer_kwargs
+
+    def make_q_net(self) -> _Net:
+        raise NotImplementedError
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            dict(
+                net_arch=self.net_arch,
+                activation_fn=self.activation_fn,
+                lr_schedule=self._dummy_schedule,
+                optimizer_class=self.optimizer_class,
+                optimizer_kwargs=self.optimizer_kwargs,
+                features_extractor_class=self.features_extractor_class,
+                features_extractor_kwargs=self.features_extractor_kwargs,
             )
+        )
+        return data
+
+    def set_training_mode(self, mode: bool) -> None:
+        self.q_net.train(mode)
+        if self.actor is not None:
+            self.actor.train(mode)
+        self.training = mode
+
+    def online_state_dict(self) -> dict[str, th.Tensor]:
+        """The weights of the networks that act (what the background learner publishes to the acting copy)."""
+        return {k: v for k, v in self.state_dict().items() if k.startswith(ONLINE_PREFIXES)}
+
+    def target_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(online, target) pairs for target-network updates."""
+        pairs: list[tuple[nn.Module, nn.Module]] = [(self.q_net, self.q_net_target)]
+        if self.actor is not None:
+            assert self.actor_target is not None
+            pairs.append((self.actor, self.actor_target))
+        return pairs
+
+    def _features(self, obs: PyTorchObs, net: _Net) -> th.Tensor:
+        return self.extract_features(obs, net.features_extractor)
+
+    # ------------------------------------------------------------------ what the algorithm uses
+    def act(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
+        """Greedy choice (B,) and each choice's parameter (B, K)."""
+        raise NotImplementedError
+
+    def snap_params(self, params: np.ndarray) -> np.ndarray:
+        """Parameters as the head can express them (identity unless it has a fixed set of values)."""
+        return params
+
+    def forward(self, obs: PyTorchObs, deterministic: bool = True) -> th.Tensor:
+        return self._predict(obs, deterministic=deterministic)
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = True) -> th.Tensor:
+        choice, params = self.act(observation)
+        param = params.gather(1, choice[:, None]).squeeze(1)
+        return th.stack([choice.to(param.dtype) + self.spec.choice_low, param], dim=1)
+
+    def q_taken(self, obs: PyTorchObs, choice: th.Tensor, param: th.Tensor) -> th.Tensor:
+        """(B,) online Q of the stored actions."""
+        raise NotImplementedError
+
+    def bootstrap_values(self, next_obs: PyTorchObs, double_q: bool = True) -> th.Tensor:
+        """(B,) value of the next observations for the TD target (call under ``no_grad``)."""
+        raise NotImplementedError
+
+    def large_margin_loss(
+        self, obs: PyTorchObs, choice: th.Tensor, param: th.Tensor, q_expert: th.Tensor, margin: float
+    ) -> th.Tensor:
+        """(B,) DQfD large-margin loss ``max_a [Q(s,a) + l(a_E,a)] - Q(s,a_E)``, ``q_expert = Q(s, a_E)``."""
+        raise NotImplementedError
+
+
+class HybridQPolicy(QPolicy):
+    """The hybrid head (P-DQN / MP-DQN): a parameter network proposes one parameter per choice, the Q-network
+    scores each choice at its parameter (:class:`MPQNetwork`). Alias ``MlpPolicy``.
+
+    Takes :class:`QPolicy`'s parameters, and:
+
+    :param actor_arch: hidden layers of the parameter network (default: ``net_arch``)
+    :param actor_lr_scale: the parameter network's learning rate is ``actor_lr_scale`` times the Q-network's
+    :param param_classes: ``None`` for a deterministic regressed parameter per choice (:class:`ParamActor`,
+        trained by the deterministic policy gradient); an int ``M`` for a parameter network that classifies among
+        ``M`` evenly spaced values (:class:`CategoricalParamActor`, trained by imitation and by moving its mode
+        toward the candidate value the Q-network prefers)
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        lr_schedule: Schedule,
+        net_arch: list[int] | None = None,
+        actor_arch: list[int] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        actor_lr_scale: float = 1.0,
+        param_classes: int | None = None,
+    ) -> None:
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            net_arch,
+            activation_fn,
+            features_extractor_class,
+            features_extractor_kwargs,
+            normalize_images,
+            optimizer_class,
+            optimizer_kwargs,
+        )
+        self.actor_arch = list(actor_arch) if actor_arch is not None else list(self.net_arch)
+        self.actor_lr_scale = float(actor_lr_scale)
+        self.param_classes = None if param_classes is None else int(param_classes)
+        self._build(lr_schedule)
+
+    @property
+    def categorical_actor(self) -> bool:  # type: ignore[override]
+        """True when the parameter network is a classifier (``param_classes``)."""
+        return self.param_classes is not None
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        super()._build(lr_schedule)
+        self.actor = self.make_actor()
+        self.actor_target = self.make_actor()
+        self.actor_target.load_state_dict(self.actor.state_dict())
+        self.actor_target.requires_grad_(False)
+        self.actor_target.train(False)
+        self.actor_optimizer = self.optimizer_class(  # type: ignore[call-arg]
+            self.actor.parameters(), lr=lr_schedule(1) * self.actor_lr_scale, **self.optimizer_kwargs
+        )
 
     def make_q_net(self) -> _Net:
         fe = self.make_features_extractor()
-        k = self.spec.n_choices
-        if self.hybrid:
-            head: nn.Module = MPQNetwork(fe.features_dim, k, self.net_arch, self.activation_fn)
-        else:
-            head = nn.Sequential(*create_mlp(fe.features_dim, k * self.n_bins, self.net_arch, self.activation_fn))
-        return _Net(fe, head).to(self.device)
+        return _Net(fe, MPQNetwork(fe.features_dim, self.spec.n_choices, self.net_arch, self.activation_fn)).to(
+            self.device
+        )
 
     def make_actor(self) -> _Net:
         fe = self.make_features_extractor()
@@ -346,149 +443,62 @@ class HybridQPolicy(BasePolicy):
             )
         return _Net(fe, head).to(self.device)
 
-    @property
-    def categorical_actor(self) -> bool:
-        """True when the hybrid head's parameter network is a classifier (``param_classes``)."""
-        return self.param_classes is not None
-
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(
-            dict(
-                net_arch=self.net_arch,
-                actor_arch=self.actor_arch,
-                spinner_bins=self.spinner_bins,
-                activation_fn=self.activation_fn,
-                lr_schedule=self._dummy_schedule,
-                optimizer_class=self.optimizer_class,
-                optimizer_kwargs=self.optimizer_kwargs,
-                features_extractor_class=self.features_extractor_class,
-                features_extractor_kwargs=self.features_extractor_kwargs,
-                actor_lr_scale=self.actor_lr_scale,
-                param_classes=self.param_classes,
-            )
-        )
+        data.update(actor_arch=self.actor_arch, actor_lr_scale=self.actor_lr_scale, param_classes=self.param_classes)
         return data
 
-    def set_training_mode(self, mode: bool) -> None:
-        self.q_net.train(mode)
-        if self.actor is not None:
-            self.actor.train(mode)
-        self.training = mode
-
-    def online_modules(self) -> list[nn.Module]:
-        """The networks that act (what a background learner publishes to the acting copy)."""
-        return [self.q_net] if self.actor is None else [self.q_net, self.actor]
-
-    def target_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        """(online, target) pairs for target-network updates."""
-        pairs: list[tuple[nn.Module, nn.Module]] = [(self.q_net, self.q_net_target)]
-        if self.actor is not None:
-            assert self.actor_target is not None
-            pairs.append((self.actor, self.actor_target))
-        return pairs
-
     # ------------------------------------------------------------------ building blocks
-    def _features(self, obs: PyTorchObs, net: _Net) -> th.Tensor:
-        return self.extract_features(obs, net.features_extractor)
-
     def _actor_params(self, obs: PyTorchObs, target: bool = False, clamp: bool = True) -> th.Tensor:
         net = self.actor_target if target else self.actor
         assert net is not None
         params = net.head(self._features(obs, net))
         return params.clamp(self.spec.param_low, self.spec.param_high) if clamp else params
 
-    def _q_all(self, obs: PyTorchObs, params: th.Tensor | None = None, target: bool = False) -> th.Tensor:
-        """Hybrid: (B, K) Q of each choice at ``params``. Binned: (B, K, n_bins) joint Q-values."""
+    def _q_all(self, obs: PyTorchObs, params: th.Tensor, target: bool = False) -> th.Tensor:
+        """(B, K) Q of each choice at ``params``."""
         net = self.q_net_target if target else self.q_net
-        features = self._features(obs, net)
-        if self.hybrid:
-            assert params is not None
-            return net.head(features, params)
-        return net.head(features).view(-1, self.spec.n_choices, self.n_bins)
-
-    def param_to_bin(self, params: th.Tensor) -> th.Tensor:
-        """Nearest bin index of each parameter (binned head)."""
-        mids = 0.5 * (self.bin_values[1:] + self.bin_values[:-1])
-        return th.bucketize(params.contiguous(), mids)
+        return net.head(self._features(obs, net), params)
 
     # ------------------------------------------------------------------ what the algorithm uses
     def act(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
-        """Greedy choice (B,) and each choice's parameter (B, K): the actor's, or the best bin's."""
-        if self.hybrid:
-            params = self._actor_params(obs)
-            q = self._q_all(obs, params)
-        else:
-            q_bins = self._q_all(obs)
-            q, best_bin = q_bins.max(dim=2)
-            params = self.bin_values[best_bin]
-        return q.argmax(dim=1), params
-
-    def snap_params(self, params: np.ndarray) -> np.ndarray:
-        """Binned head: move parameters to the nearest bin value (identity for the hybrid head)."""
-        if self.hybrid:
-            return params
-        bins = self.bin_values.cpu().numpy()
-        mids = 0.5 * (bins[1:] + bins[:-1])
-        return bins[np.searchsorted(mids, params)].astype(np.float32)
-
-    def forward(self, obs: PyTorchObs, deterministic: bool = True) -> th.Tensor:
-        return self._predict(obs, deterministic=deterministic)
-
-    def _predict(self, observation: PyTorchObs, deterministic: bool = True) -> th.Tensor:
-        choice, params = self.act(observation)
-        param = params.gather(1, choice[:, None]).squeeze(1)
-        return th.stack([choice.to(param.dtype) + self.spec.choice_low, param], dim=1)
+        """Greedy choice (B,) and each choice's parameter (B, K): the parameter network's."""
+        params = self._actor_params(obs)
+        return self._q_all(obs, params).argmax(dim=1), params
 
     def q_taken(self, obs: PyTorchObs, choice: th.Tensor, param: th.Tensor) -> th.Tensor:
-        """(B,) online Q of the stored actions (binned head: the parameter's nearest bin)."""
-        if self.hybrid:
-            return self.q_net.head.forward_choice(self._features(obs, self.q_net), choice, param)
-        q = self._q_all(obs).view(-1, self.spec.n_choices * self.n_bins)
-        joint = choice * self.n_bins + self.param_to_bin(param)
-        return q.gather(1, joint[:, None]).squeeze(1)
+        """(B,) online Q of the stored actions."""
+        return self.q_net.head.forward_choice(self._features(obs, self.q_net), choice, param)
 
     def bootstrap_values(self, next_obs: PyTorchObs, double_q: bool = True) -> th.Tensor:
         """(B,) value of the next observations for the TD target (call under ``no_grad``).
 
-        Hybrid: next parameters from the *target* actor (stable, as in DDPG/TD3); the choice is picked by the
+        Next parameters from the *target* parameter network (stable, as in DDPG/TD3); the choice is picked by the
         online Q-network (double Q) or the target one, and scored by the target Q-network.
-        Binned: double DQN over the joint (choice, bin) actions.
         """
-        if self.hybrid:
-            params = self._actor_params(next_obs, target=True)
-            if double_q:
-                choice = self._q_all(next_obs, params).argmax(dim=1)
-                features = self._features(next_obs, self.q_net_target)
-                param = params.gather(1, choice[:, None]).squeeze(1)
-                return self.q_net_target.head.forward_choice(features, choice, param)
-            return self._q_all(next_obs, params, target=True).max(dim=1).values
-        q_target = self._q_all(next_obs, target=True).flatten(1)
+        params = self._actor_params(next_obs, target=True)
         if double_q:
-            joint = self._q_all(next_obs).flatten(1).argmax(dim=1)
-            return q_target.gather(1, joint[:, None]).squeeze(1)
-        return q_target.max(dim=1).values
+            choice = self._q_all(next_obs, params).argmax(dim=1)
+            features = self._features(next_obs, self.q_net_target)
+            param = params.gather(1, choice[:, None]).squeeze(1)
+            return self.q_net_target.head.forward_choice(features, choice, param)
+        return self._q_all(next_obs, params, target=True).max(dim=1).values
 
     def large_margin_loss(
         self, obs: PyTorchObs, choice: th.Tensor, param: th.Tensor, q_expert: th.Tensor, margin: float
     ) -> th.Tensor:
         """(B,) DQfD large-margin loss ``max_a [Q(s,a) + l(a_E,a)] - Q(s,a_E)``, ``q_expert = Q(s, a_E)``.
 
-        Hybrid: the alternatives are the other choices with the actor's parameters (detached: this loss shapes
-        the Q-network only; pushing the actor to *worse* parameters would lower those Q-values too, which is
-        exactly the wrong lesson). Binned: every other joint action, the expert's bin being the nearest one.
+        The alternatives are the other choices with the parameter network's parameters (detached: this loss
+        shapes the Q-network only; pushing the actor to *worse* parameters would lower those Q-values too, which
+        is exactly the wrong lesson).
         """
         k = self.spec.n_choices
-        if self.hybrid:
-            with th.no_grad():
-                params = self._actor_params(obs)
-            q_alt = self._q_all(obs, params)
-            q_alt = q_alt + margin * (F.one_hot(choice, k) == 0).to(q_alt.dtype)
-            q_alt = q_alt.scatter(1, choice[:, None], q_expert[:, None].to(q_alt.dtype))
-        else:
-            q_alt = self._q_all(obs).flatten(1)
-            joint = choice * self.n_bins + self.param_to_bin(param)
-            q_alt = q_alt + margin * (F.one_hot(joint, k * self.n_bins) == 0).to(q_alt.dtype)
+        with th.no_grad():
+            params = self._actor_params(obs)
+        q_alt = self._q_all(obs, params)
+        q_alt = q_alt + margin * (F.one_hot(choice, k) == 0).to(q_alt.dtype)
+        q_alt = q_alt.scatter(1, choice[:, None], q_expert[:, None].to(q_alt.dtype))
         return q_alt.max(dim=1).values - q_expert
 
     def actor_loss(
@@ -645,5 +655,121 @@ class HybridQPolicy(BasePolicy):
         return loss, stats
 
 
-#: SB3-style aliases (``HybridDQN("MlpPolicy", env)``)
+
+class BinnedQPolicy(QPolicy):
+    """The binned head: the parameter is cut into ``K`` values and each (choice, value) pair gets its own Q-value,
+    ``n_choices * K`` outputs in all. Plain (double) DQN, no parameter network. Alias ``BinnedMlpPolicy``.
+
+    Takes :class:`QPolicy`'s parameters, and:
+
+    :param spinner_bins: an int ``K`` for ``K`` evenly spaced parameter values, or an increasing sequence of
+        parameter values
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        lr_schedule: Schedule,
+        net_arch: list[int] | None = None,
+        spinner_bins: int | Sequence[float] = 11,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            net_arch,
+            activation_fn,
+            features_extractor_class,
+            features_extractor_kwargs,
+            normalize_images,
+            optimizer_class,
+            optimizer_kwargs,
+        )
+        self.spinner_bins = spinner_bins
+        if isinstance(spinner_bins, (int, np.integer)):
+            if spinner_bins < 2:
+                raise ValueError(f"spinner_bins must be >= 2, got {spinner_bins}")
+            bins = np.linspace(self.spec.param_low, self.spec.param_high, int(spinner_bins))
+        else:
+            bins = np.asarray(spinner_bins, dtype=np.float64)
+            if bins.ndim != 1 or len(bins) < 2 or not (np.diff(bins) > 0).all():
+                raise ValueError(f"spinner_bins must be an increasing sequence of >= 2 values, got {spinner_bins}")
+            if bins[0] < self.spec.param_low or bins[-1] > self.spec.param_high:
+                raise ValueError(f"spinner_bins {bins} outside the parameter range of {action_space}")
+        self.register_buffer("bin_values", th.as_tensor(bins, dtype=th.float32))
+        self._build(lr_schedule)
+
+    @property
+    def n_bins(self) -> int:
+        return int(self.bin_values.numel())
+
+    def make_q_net(self) -> _Net:
+        fe = self.make_features_extractor()
+        head = nn.Sequential(*create_mlp(fe.features_dim, self.spec.n_choices * self.n_bins, self.net_arch,
+                                         self.activation_fn))  # fmt: skip
+        return _Net(fe, head).to(self.device)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(spinner_bins=self.spinner_bins)
+        return data
+
+    # ------------------------------------------------------------------ building blocks
+    def _q_all(self, obs: PyTorchObs, target: bool = False) -> th.Tensor:
+        """(B, K, n_bins) joint Q-values."""
+        net = self.q_net_target if target else self.q_net
+        return net.head(self._features(obs, net)).view(-1, self.spec.n_choices, self.n_bins)
+
+    def param_to_bin(self, params: th.Tensor) -> th.Tensor:
+        """Nearest bin index of each parameter."""
+        mids = 0.5 * (self.bin_values[1:] + self.bin_values[:-1])
+        return th.bucketize(params.contiguous(), mids)
+
+    # ------------------------------------------------------------------ what the algorithm uses
+    def act(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
+        """Greedy choice (B,) and each choice's parameter (B, K): the value of its best bin."""
+        q, best_bin = self._q_all(obs).max(dim=2)
+        return q.argmax(dim=1), self.bin_values[best_bin]
+
+    def snap_params(self, params: np.ndarray) -> np.ndarray:
+        """Move parameters to the nearest bin value."""
+        bins = self.bin_values.cpu().numpy()
+        mids = 0.5 * (bins[1:] + bins[:-1])
+        return bins[np.searchsorted(mids, params)].astype(np.float32)
+
+    def q_taken(self, obs: PyTorchObs, choice: th.Tensor, param: th.Tensor) -> th.Tensor:
+        """(B,) online Q of the stored actions (the parameter's nearest bin)."""
+        q = self._q_all(obs).view(-1, self.spec.n_choices * self.n_bins)
+        joint = choice * self.n_bins + self.param_to_bin(param)
+        return q.gather(1, joint[:, None]).squeeze(1)
+
+    def bootstrap_values(self, next_obs: PyTorchObs, double_q: bool = True) -> th.Tensor:
+        """(B,) value of the next observations for the TD target (call under ``no_grad``): double DQN over the
+        joint (choice, bin) actions."""
+        q_target = self._q_all(next_obs, target=True).flatten(1)
+        if double_q:
+            joint = self._q_all(next_obs).flatten(1).argmax(dim=1)
+            return q_target.gather(1, joint[:, None]).squeeze(1)
+        return q_target.max(dim=1).values
+
+    def large_margin_loss(
+        self, obs: PyTorchObs, choice: th.Tensor, param: th.Tensor, q_expert: th.Tensor, margin: float
+    ) -> th.Tensor:
+        """(B,) DQfD large-margin loss over every other joint action, the expert's bin being the nearest one."""
+        k = self.spec.n_choices
+        q_alt = self._q_all(obs).flatten(1)
+        joint = choice * self.n_bins + self.param_to_bin(param)
+        q_alt = q_alt + margin * (F.one_hot(joint, k * self.n_bins) == 0).to(q_alt.dtype)
+        return q_alt.max(dim=1).values - q_expert
+
+
+#: SB3-style aliases (``HybridDQN("MlpPolicy", env)``, ``HybridDQN("BinnedMlpPolicy", env)``)
 MlpPolicy = HybridQPolicy
+BinnedMlpPolicy = BinnedQPolicy
