@@ -19,7 +19,7 @@ import torch as th
 from stable_baselines3.common.vec_env import DummyVecEnv
 from synthetic_env import HybridChoiceEnv
 
-from tempest_gym.hybrid_dqn import HybridDQN
+from tempest_gym.hybrid_dqn import BinnedQPolicy, HybridDQN, HybridQPolicy
 
 th.set_num_threads(1)
 
@@ -42,6 +42,9 @@ def test_pre_layout_weights_only_file_loads_and_acts_the_same(head):
     model = load(f"pre_layout_{head}_weights.zip")
     np.testing.assert_array_equal(model.predict(OBS, deterministic=True)[0], np.asarray(EXPECTED[head], np.float32))
     assert model.policy.spec.n_choices == 4 and model.spec.n_choices == 4
+    # one class held both heads then (policies.hybrid.HybridQPolicy); now each head has its own
+    assert type(model.policy) is (BinnedQPolicy if head == "binned" else HybridQPolicy)
+    assert model.policy.categorical_actor == (head == "categorical")
 
 
 def test_pre_layout_checkpoint_and_replay_buffer_resume(tmp_path):
