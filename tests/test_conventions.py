@@ -87,8 +87,10 @@ def test_shipped_config_is_package_data_found_without_the_checkout(tmp_path):
     )
     assert (build / "tempest_gym" / "zoo_configs" / "hybrid_dqn.yml").is_file()
     assert not (build / "zoo_configs").exists() and not (tmp_path / "zoo_configs").exists()
+    # the expert goes with the package; no generic top-level "policies" module lands in site-packages
+    assert (build / "tempest_gym" / "policies" / "expert.py").is_file() and not (build / "policies").exists()
     code = (
-        "import tempest_gym, tempest_gym.cli.zoo as z; "
+        "import tempest_gym, tempest_gym.cli.zoo as z, tempest_gym.policies.expert; "
         "print(tempest_gym.__file__); print(z.default_config_file('hybrid_dqn')); "
         "print(sorted(z.load_hyperparams(z.default_config_file('hybrid_dqn'), 'TempestMAME-v0')))"
     )
