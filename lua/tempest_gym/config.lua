@@ -10,6 +10,7 @@ local DEFAULTS = {
 	slot = 0, -- which env index this instance is (reported in the handshake); -1: any free slot
 	seed = 0, -- varies the frames idled before each game start, so instances diverge
 	start_level = 1, -- must be one of the game's selectable start levels
+	start_levels = "", -- if set, e.g. "1,9,17": each new game starts at one of these, drawn per game (seeded)
 	lives = 3, -- 2, 3, 4 or 5 (dip switch)
 	transport = "auto", -- auto | luasocket | emufile
 	pipeline = 1, -- 1: read the reply one video frame after sending the state, when there is slack

@@ -37,10 +37,20 @@ function gameflow.new(machine, cfg)
 	local fire = field(ports, ":BUTTONSP1", "P1 Button 1")
 	local zap = field(ports, ":BUTTONSP1", "P1 Button 2")
 	local start = field(ports, ":IN2", "1 Player Start")
-	local level_index = gameflow.start_index(cfg.start_level)
-	if not level_index then
-		error("start_level " .. tostring(cfg.start_level) .. " is not selectable; choose one of "
-			.. table.concat(START_LEVELS, ", "))
+	local function index_of(level)
+		local i = gameflow.start_index(level)
+		if not i then
+			error("start_level " .. tostring(level) .. " is not selectable; choose one of "
+				.. table.concat(START_LEVELS, ", "))
+		end
+		return i
+	end
+	local level_index = index_of(cfg.start_level)
+	-- start_levels: a start level drawn per game, so that training also sees the later levels early
+	local level_choices = {}
+	for text in string.gmatch(cfg.start_levels or "", "[^,%s]+") do
+		local level = math.tointeger(tonumber(text))
+		level_choices[#level_choices + 1] = index_of(level)
 	end
 	local lives_dip = LIVES_DIP[cfg.lives]
 	if not lives_dip then
@@ -56,6 +66,13 @@ function gameflow.new(machine, cfg)
 	local function next_delay()
 		rng = (rng * 1103515245 + 12345) & 0x7FFFFFFF
 		return (rng >> 16) % 64
+	end
+
+	local function next_level()
+		if #level_choices > 0 then
+			rng = (rng * 1103515245 + 12345) & 0x7FFFFFFF
+			level_index = level_choices[(rng >> 16) % #level_choices + 1]
+		end
 	end
 
 	local function set(f, key, on)
@@ -93,6 +110,7 @@ function gameflow.new(machine, cfg)
 		was_in_game = false
 		-- the game clears RAM at ~frame 39 after boot: presses before that are lost
 		start_after = frame + 60 + next_delay()
+		next_level()
 	end
 
 	function self.release()
@@ -113,6 +131,7 @@ function gameflow.new(machine, cfg)
 		if was_in_game and not in_game then
 			-- game over and back in attract: wait a seed-dependent moment, then start again
 			start_after = frame + next_delay()
+			next_level()
 		end
 		was_in_game = in_game
 		if not in_game then

@@ -54,6 +54,7 @@ class ClusterConfig:
     rompath: str | None = None
     mame: str | None = None
     start_level: int = 1
+    start_levels: tuple[int, ...] = ()  # if set, each new game starts at one of these (drawn per game, seeded)
     lives: int = 3
     seed: int = 0
     host: str = "127.0.0.1"
@@ -81,6 +82,7 @@ class ClusterConfig:
     def __post_init__(self) -> None:
         self.client_settings = dict(self.client_settings or {})  # a copy: the cluster adds to it
         self.mame_args = tuple(self.mame_args)
+        self.start_levels = tuple(int(x) for x in self.start_levels or ())
 
     def validate(self) -> None:
         if self.num_envs < 1:
@@ -89,6 +91,9 @@ class ClusterConfig:
             raise ValueError(
                 f"start_level {self.start_level} is not selectable in Tempest; choose one of {START_LEVELS}"
             )
+        bad = [x for x in self.start_levels if x not in START_LEVELS]
+        if bad:
+            raise ValueError(f"start_levels {bad} are not selectable in Tempest; choose among {START_LEVELS}")
         if self.lives not in LIVES:
             raise ValueError(f"lives must be one of {LIVES} (the dip switch), got {self.lives}")
         if self.transport not in ("auto", "luasocket", "emufile"):
@@ -158,6 +163,7 @@ class MameCluster:
                 "slot": slot,
                 "seed": (cfg.seed + slot) & 0x7FFFFFFF,
                 "start_level": cfg.start_level,
+                "start_levels": ",".join(str(x) for x in cfg.start_levels),
                 "lives": cfg.lives,
                 "transport": cfg.transport,
                 "pipeline": int(cfg.pipeline),
