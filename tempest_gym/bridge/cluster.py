@@ -17,6 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,9 @@ from tempest_gym.bridge.layout import StateLayout, default_layout
 from tempest_gym.bridge.mame import MameProcess, find_mame, find_rompath, verify_roms
 from tempest_gym.bridge.server import ClientConnection, Server, remove_token_file, resolve_token, write_token_file
 from tempest_gym.errors import ClientDisconnectedError, ClientTimeoutError, TempestGymError
+
+if TYPE_CHECKING:
+    from tempest_gym.bridge.ray_launcher import RayLauncher, RayMameProcess
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +82,9 @@ class ClusterConfig:
     handshake_timeout: float = 10.0  # a connection must complete its HELLO within this
     trace_ram: bool = False  # the client writes seq + RAM $0000-$03FF per state to slotN/trace.bin
     client_settings: dict[str, object] = field(default_factory=dict)  # extra/overriding Lua settings
+    launcher: str = "local"  # who starts the MAME clients: "local" (subprocesses) or "ray" (one Ray actor each)
+    ray_address: str | None = None  # launcher="ray": the cluster to join (None: a running one, else a local one)
+    ray_num_cpus: int | None = None  # launcher="ray", local instance: its CPUs (default: num_envs, at least all)
 
     def __post_init__(self) -> None:
         self.client_settings = dict(self.client_settings or {})  # a copy: the cluster adds to it
@@ -98,6 +105,12 @@ class ClusterConfig:
             raise ValueError(f"lives must be one of {LIVES} (the dip switch), got {self.lives}")
         if self.transport not in ("auto", "luasocket", "emufile"):
             raise ValueError(f"transport must be auto, luasocket or emufile, got {self.transport!r}")
+        if self.launcher not in ("local", "ray"):
+            raise ValueError(f"launcher must be 'local' or 'ray', got {self.launcher!r}")
+        if self.launcher == "ray" and self.remote:
+            raise ValueError("launcher='ray' starts the clients itself: it cannot be combined with remote=True")
+        if self.launcher == "ray" and self.trace_ram:
+            raise ValueError("trace_ram writes the trace on the client's node: use launcher='local' for it")
 
 
 class MameCluster:
@@ -110,7 +123,7 @@ class MameCluster:
         self.n = config.num_envs
         self.dtype = protocol.state_dtype(self.layout.size)
         self.server: Server | None = None
-        self.procs: list[MameProcess] = []
+        self.procs: list[MameProcess | RayMameProcess] = []  # one per slot (none with remote clients)
         self.clients: list[ClientConnection | None] = [None] * self.n
         self.seq = np.zeros(self.n, dtype=np.uint32)
         self.restarts = np.zeros(self.n, dtype=np.int64)  # client restarts per slot, ever
@@ -123,13 +136,26 @@ class MameCluster:
         self.token = ""  # the run's token (set by start; given, or random)
         self._token_file: Path | None = None
         self._next_door_check = 0.0  # when to next answer connections that came while every slot is taken
+        self._launcher: RayLauncher | None = None  # launcher="ray": places the clients as Ray actors
         self.started = False
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         """Find MAME and the ROMs, listen, launch N instances and complete N handshakes."""
         cfg = self.config
-        self.token, generated = resolve_token(cfg.host, cfg.token)
+        host = cfg.host
+        if cfg.launcher == "ray":
+            from tempest_gym.bridge.ray_launcher import RayLauncher, default_num_cpus
+
+            self._launcher = RayLauncher(cfg.ray_address, cfg.ray_num_cpus or default_num_cpus(self.n),
+                                         cfg.connect_timeout, cfg.workdir, cfg.keep_workdir)  # fmt: skip
+            try:
+                host = self._launcher.listen_host(cfg.host)
+            except BaseException:
+                self.close()
+                raise
+        # clients placed by Ray get the token from us (a task argument), so a random one does off loopback too
+        self.token, generated = resolve_token(host, cfg.token, delivered=self._launcher is not None)
         if cfg.remote:
             self.server = Server(cfg.host, cfg.port, self.token, cfg.handshake_timeout)
             try:
@@ -145,17 +171,46 @@ class MameCluster:
                 raise
             self._attach_all(conns)
             return
-        mame = find_mame(cfg.mame)
-        rompath = find_rompath(cfg.rompath)
-        verify_roms(mame, rompath)
-        self.server = Server(cfg.host, cfg.port, self.token, cfg.handshake_timeout)
-        if cfg.workdir:
-            root = Path(cfg.workdir)
-            root.mkdir(parents=True, exist_ok=True)
-        else:
-            self._tmp = tempfile.mkdtemp(prefix="tempest-gym-")
-            root = Path(self._tmp)
-        connect_host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "localhost") else cfg.host
+        try:
+            self._launch(host)
+            conns = self.server.accept(  # type: ignore[union-attr]
+                set(range(self.n)),
+                self.layout.size,
+                self.layout.hash,
+                cfg.connect_timeout,
+                check_alive=self._check_processes,
+            )
+        except TempestGymError as exc:
+            for p in self.procs:  # let a client that is exiting finish, so its last words show
+                p.wait_exit(1.0)
+            report = self._process_report()
+            self.close()
+            raise type(exc)(f"{exc}\n{report}" if report else str(exc)) from exc
+        except BaseException:
+            self.close()
+            raise
+        self._attach_all(conns)
+
+    def _launch(self, host: str) -> None:
+        """Listen on ``host`` and start one client per slot: local MAME processes, or Ray actors (each checks its
+        node for MAME and the ROMs; here only the trainer's side is set up)."""
+        cfg = self.config
+        launcher = self._launcher
+        mame = rompath = ""
+        if launcher is None:
+            mame = find_mame(cfg.mame)
+            rompath = find_rompath(cfg.rompath)
+            verify_roms(mame, rompath)
+        self.server = Server(host, cfg.port, self.token, cfg.handshake_timeout)
+        root = Path()
+        if launcher is None:
+            if cfg.workdir:
+                root = Path(cfg.workdir)
+                root.mkdir(parents=True, exist_ok=True)
+            else:
+                self._tmp = tempfile.mkdtemp(prefix="tempest-gym-")
+                root = Path(self._tmp)
+        connect_host = "127.0.0.1" if host in ("0.0.0.0", "::", "localhost") else host
         for slot in range(self.n):
             settings = {
                 "host": connect_host,
@@ -174,32 +229,22 @@ class MameCluster:
                 "death_penalty": cfg.death_penalty,
                 "token": self.token,  # in client.cfg, readable by this user only: never on a command line
             }
+            if launcher is not None:  # the actor writes client.cfg on its node and picks the address to connect to
+                settings.update(cfg.client_settings)
+                self.procs.append(launcher.make_process(slot, settings, cfg.mame, cfg.rompath, cfg.headless,
+                                                        cfg.mame_args, launcher.connect_hosts(host)))  # fmt: skip
+                continue
             wd = root / f"slot{slot}"
             wd.mkdir(parents=True, exist_ok=True)
             if cfg.trace_ram:
                 settings["trace"] = str(wd / "trace.bin")
             settings.update(cfg.client_settings)
             self.procs.append(MameProcess(slot, wd, mame, rompath, settings, cfg.headless, cfg.mame_args))
-        try:
+        if launcher is not None:
+            launcher.start_all(self.procs)  # type: ignore[arg-type]
+        else:
             for p in self.procs:
                 p.start()
-            conns = self.server.accept(
-                set(range(self.n)),
-                self.layout.size,
-                self.layout.hash,
-                cfg.connect_timeout,
-                check_alive=self._check_processes,
-            )
-        except TempestGymError as exc:
-            for p in self.procs:  # let a client that is exiting finish, so its last words show
-                p.wait_exit(1.0)
-            report = self._process_report()
-            self.close()
-            raise type(exc)(f"{exc}\n{report}") from exc
-        except BaseException:
-            self.close()
-            raise
-        self._attach_all(conns)
 
     def _attach_all(self, conns: dict[int, ClientConnection]) -> None:
         self._sel = selectors.DefaultSelector()
@@ -235,6 +280,9 @@ class MameCluster:
             if c is not None and not c.closed:
                 with contextlib.suppress(TempestGymError, OSError):
                     c.send(protocol.encode_action(0, 0, 0, protocol.CMD_QUIT))
+        if self._launcher is not None:
+            self._launcher.stop_all(self.procs)  # type: ignore[arg-type]
+            self._launcher = None
         for p in self.procs:
             p.kill(grace=1.0)
         for c in self.clients:
@@ -378,7 +426,10 @@ class MameCluster:
             proc.kill()
             time.sleep(min(cfg.restart_backoff * 2 ** (self._fails_in_row[i] - 1), 30.0))
             proc.settings["seed"] = (int(proc.settings["seed"]) + 7919) & 0x7FFFFFFF  # a different game
-            proc.start()
+            try:
+                proc.start()  # a Ray actor may fail to start (its node went away, no CPU free): try again
+            except TempestGymError as exc:
+                raise _ReplacementFailed(f"could not be restarted: {exc}", type(exc)) from exc
         wait = cfg.connect_timeout if local else cfg.remote_wait
         deadline = time.monotonic() + wait
         while self.clients[i] is None:

@@ -33,14 +33,15 @@ MAX_ACCEPTS_PER_POLL = 32  # bounded work per poll: a flood is taken in slices, 
 MAX_PENDING = 128  # connections still in their handshake; beyond this, new ones are refused at once
 
 
-def resolve_token(host: str, token: str | None) -> tuple[str, bool]:
+def resolve_token(host: str, token: str | None, delivered: bool = False) -> tuple[str, bool]:
     """The run's token and whether it was generated: ``token``, else ``$TEMPEST_TOKEN``, else a random one.
 
-    Off loopback the token must be given (clients on other hosts need to know it)."""
+    Off loopback the token must be given (clients on other hosts need to know it), unless the run hands it to
+    every client itself (``delivered``: clients placed by Ray get it as a task argument)."""
     explicit = token or os.environ.get("TEMPEST_TOKEN", "")
     if explicit:
         return explicit, False
-    if host not in LOOPBACK:
+    if host not in LOOPBACK and not delivered:
         raise ValueError(
             f"listening on {host} (not loopback) needs a shared token: pass token=... / --token "
             "(or set TEMPEST_TOKEN) so strangers on the network cannot drive or read the game"
