@@ -54,6 +54,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"],
+        # MAME clients placed by Ray (train --ray, TempestVecEnv(launcher="ray")); [default]: `ray start`, dashboard
+        "ray": ["ray[default]>=2,<3"],
     },
     entry_points={
         "console_scripts": [

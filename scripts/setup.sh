@@ -3,6 +3,7 @@
 # .venv, PyTorch's CPU wheel, and this package (editable, with test tools). Safe to re-run.
 #   TORCH_SPEC    torch requirement to install (default torch==2.13.0)
 #   TORCH_INDEX   extra pip index for torch, e.g. https://download.pytorch.org/whl/cpu
+#   EXTRAS        the package's extras to install (default test; CI: test,ray)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,5 +33,5 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   "${pip[@]}" install "${TORCH_SPEC:-torch==2.13.0}" "${extra[@]}" 2>&1 | { grep -v "^WARNING: Location" || true; }
 fi
 echo "==> installing tempest-gym"
-"${pip[@]}" install -e ".[test]" 2>&1 | { grep -v "^WARNING: Location" || true; }
+"${pip[@]}" install -e ".[${EXTRAS:-test}]" 2>&1 | { grep -v "^WARNING: Location" || true; }
 .venv/bin/python -c "import tempest_gym, torch; print('tempest-gym', tempest_gym.__version__, '| torch', torch.__version__)"

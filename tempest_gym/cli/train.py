@@ -94,6 +94,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="no local MAME: wait for --num-envs clients started with python -m tempest_gym.client",
     )
     p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="start the --num-envs MAME clients as Ray actors (one CPU each, spread over the cluster's nodes; "
+        "pip install 'tempest-gym[ray]'): on the Ray cluster at ADDRESS (auto: the one started on this host with "
+        "`ray start --head`), or without ADDRESS on a new local Ray instance",
+    )
+    p.add_argument(
         "--listen",
         default=None,
         metavar="HOST:PORT",
@@ -157,6 +167,16 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], i
         env_kwargs["host"], env_kwargs["port"] = parse_server(args.listen)
     if args.remote:
         env_kwargs["remote"] = True
+    if args.ray is not None:
+        if args.remote:
+            raise ValueError("--ray starts the clients itself and --remote waits for clients started by hand: "
+                             "choose one")  # fmt: skip
+        env_kwargs["launcher"] = "ray"
+        if args.ray:
+            env_kwargs["ray_address"] = args.ray
+        else:  # a local Ray instance: a CPU per MAME actor, those of the evaluation env included
+            needed = int(env_kwargs.get("num_envs", 1)) + (args.eval_envs if args.eval_freq > 0 else 0)
+            env_kwargs.setdefault("ray_num_cpus", max(needed, os.cpu_count() or 1))
     if args.token is not None:
         env_kwargs["token"] = args.token
     check_env_keys(env_kwargs, "env_kwargs")
