@@ -154,3 +154,22 @@ def test_ray_and_remote_exclude_each_other(capsys):
         TempestVecEnv(num_envs=1, launcher="ray", remote=True)
     assert train.main(["--ray", "--remote", "-n", "10"]) == 2
     assert "choose one" in capsys.readouterr().err
+
+
+def test_a_node_without_the_package_is_named_in_a_clear_error(rompath, tmp_path):
+    """The actors' Python cannot import tempest_gym (as on a node where it is not installed): the error names the
+    node and says to install the package there. (Last in this file: it runs its own Ray instance, whose workers
+    find a broken tempest_gym first.)"""
+    fake = tmp_path / "node" / "tempest_gym"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('no tempest-gym on this node (simulated)')\n")
+    ray.shutdown()
+    ray.init(num_cpus=1, include_dashboard=False, runtime_env={"working_dir": str(fake.parent)})
+    env = TempestVecEnv(num_envs=1, rompath=rompath, expert=False, launcher="ray")
+    try:
+        with pytest.raises(RayNodeError, match=rf"(?s)Ray node {NODE}\b.*tempest-gym is not importable there.*"
+                           "simulated"):  # fmt: skip
+            env.reset()
+    finally:
+        env.close()
+        ray.shutdown()

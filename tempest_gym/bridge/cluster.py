@@ -85,6 +85,7 @@ class ClusterConfig:
     launcher: str = "local"  # who starts the MAME clients: "local" (subprocesses) or "ray" (one Ray actor each)
     ray_address: str | None = None  # launcher="ray": the cluster to join (None: a running one, else a local one)
     ray_num_cpus: int | None = None  # launcher="ray", local instance: its CPUs (default: num_envs, at least all)
+    ray_actor_options: dict[str, object] = field(default_factory=dict)  # launcher="ray": more actor options
 
     def __post_init__(self) -> None:
         self.client_settings = dict(self.client_settings or {})  # a copy: the cluster adds to it
@@ -148,7 +149,8 @@ class MameCluster:
             from tempest_gym.bridge.ray_launcher import RayLauncher, default_num_cpus
 
             self._launcher = RayLauncher(cfg.ray_address, cfg.ray_num_cpus or default_num_cpus(self.n),
-                                         cfg.connect_timeout, cfg.workdir, cfg.keep_workdir)  # fmt: skip
+                                         cfg.connect_timeout, cfg.workdir, cfg.keep_workdir,
+                                         cfg.ray_actor_options)  # fmt: skip
             try:
                 host = self._launcher.listen_host(cfg.host)
             except BaseException:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -87,6 +88,9 @@ class MameActor:
             self._tmp = tempfile.mkdtemp(prefix=f"tempest-ray-{slot}-")
             self.workdir = Path(self._tmp)
         self.proc: MameProcess | None = None
+
+    def __repr__(self) -> str:  # how Ray's logs and dashboard name the actor
+        return f"MameActor(slot={self.slot})"
 
     def where(self) -> dict[str, Any]:
         import tempest_gym
@@ -153,10 +157,13 @@ class RayLauncher:
     :param address: a Ray cluster's address (``auto``, ``HOST:6379``, ``ray://HOST:10001``); None or ``""``: a
         running connection if there is one (``ray.init`` called before), else a new local Ray instance
     :param num_cpus: CPUs of a local instance (each MAME actor takes one)
+    :param actor_options: more options for the actors (``ray.remote``'s), over ours: e.g. ``{"resources":
+        {"mame": 1}}`` to place them only on nodes started with ``ray start --resources '{"mame": 8}'``
     """
 
     def __init__(self, address: str | None, num_cpus: int, connect_timeout: float = 60.0,
-                 workdir: str | None = None, keep_workdir: bool = False) -> None:  # fmt: skip
+                 workdir: str | None = None, keep_workdir: bool = False,
+                 actor_options: Mapping[str, Any] | None = None) -> None:  # fmt: skip
         global _ray_users, _ray_ours
         ray = import_ray()
         self.ray = ray
@@ -175,24 +182,25 @@ class RayLauncher:
             _ray_users += 1
         self._closed = False
         self.trainer_ip = ray.util.get_node_ip_address()
-        self.actor_class = ray.remote(MameActor).options(
-            num_cpus=1,
-            scheduling_strategy="SPREAD",
-            max_restarts=0,  # a dead actor is replaced by the cluster's supervision (a new actor, on a live node)
-        )
+        options: dict[str, Any] = {
+            "num_cpus": 1,
+            "scheduling_strategy": "SPREAD",
+            "max_restarts": 0,  # a dead actor is replaced by the cluster's supervision (a new actor, on a live node)
+        }
+        options.update(actor_options or {})
+        self.actor_class = ray.remote(MameActor).options(**options)
 
     # ------------------------------------------------------------------ nodes
     def nodes(self) -> list[dict[str, Any]]:
         return [n for n in self.ray.nodes() if n.get("Alive")]
 
     def node_name(self, ip: str | None) -> str:
-        """``hostname (ip)`` of the node with this IP, as Ray knows it."""
+        """The host name of the node with this IP, as Ray knows it (else the IP)."""
         if not ip:
-            return "an unknown node"
+            return "?"
         for n in self.nodes():
             if n.get("NodeManagerAddress") == ip:
-                host = n.get("NodeManagerHostname") or n.get("NodeName") or ip
-                return f"{host} ({ip})" if host != ip else ip
+                return n.get("NodeManagerHostname") or n.get("NodeName") or ip
         return ip
 
     def listen_host(self, host: str) -> str:
@@ -326,19 +334,19 @@ class RayMameProcess:
             )
         try:
             out = ray.get(ref)
-        except ray.exceptions.RayTaskError as exc:  # our code could not even run on the node
-            self.ip = getattr(exc, "ip", None)
-            self.node = self.launcher.node_name(self.ip)
-            self.drop_actor()
+        except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as exc:
             text = str(exc)
-            if "failed to import on the worker" in text:
-                raise RayNodeError(
-                    f"{self.where}: tempest-gym is not importable there (install it, with the same version, into "
-                    f"the Python that runs `ray start` on that node):\n{text}"
-                ) from exc
-            raise RayNodeError(f"{self.where}: the MAME actor for slot {self.slot} failed:\n{text}") from exc
-        except ray.exceptions.RayActorError as exc:
-            self.dead = str(exc)
+            ip = getattr(exc, "ip", None) or _ip_in(text)
+            if isinstance(exc, ray.exceptions.RayTaskError) or IMPORT_FAILED in text:  # our code could not run
+                self.ip, self.node = ip, self.launcher.node_name(ip)
+                self.drop_actor()
+                if IMPORT_FAILED in text:
+                    raise RayNodeError(
+                        f"{self.where}: tempest-gym is not importable there (install it, the same version as on "
+                        f"the trainer, into the Python that runs `ray start` on that node):\n{_last_lines(text)}"
+                    ) from exc
+                raise RayNodeError(f"{self.where}: the MAME actor for slot {self.slot} failed:\n{text}") from exc
+            self.dead = text
             if retry:  # the actor died before it could start MAME (its node went away?): once more, on a new one
                 log.warning("the actor for slot %d died (%s); starting a new one", self.slot, exc)
                 return self.finish_start(self.submit_start(), timeout, retry=False)
@@ -423,6 +431,21 @@ class RayMameProcess:
         self.actor = None
         self.proc = None
         self._poll_ref = None
+
+
+IMPORT_FAILED = "failed to import on the worker"  # what Ray says when an actor's class cannot be loaded on a node
+
+
+def _ip_in(text: str) -> str | None:
+    """The node IP in a Ray error message (``ip: 10.0.0.2`` or ``ip=10.0.0.2``)."""
+    m = re.search(r"\bip[:=] ?([0-9A-Fa-f.:]+[0-9A-Fa-f])", text)
+    return m.group(1) if m else None
+
+
+def _last_lines(text: str, n: int = 4) -> str:
+    """The end of a long Ray traceback: the error itself."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return "\n".join(lines[-n:])
 
 
 def default_num_cpus(num_envs: int) -> int:
