@@ -25,6 +25,14 @@ from tempest_gym.errors import MameNotFoundError, RomsNotFoundError  # noqa: E40
 NODE = socket.gethostname()
 
 
+def alive(pid: int) -> bool:
+    """The process exists and is no zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def step_n(env, n, action=(1.0, 0.2)):
     acts = np.tile(np.array(action, np.float32), (env.num_envs, 1))
     return [env.step(acts) for _ in range(n)]
@@ -89,7 +97,7 @@ def test_a_killed_mame_and_a_dead_actor_are_replaced(local_ray, rompath):
         assert env.cluster.restarts.tolist() == [0, 1]
 
         # slot 0: its actor is killed (MAME goes with it); a new actor, placed by Ray, takes over
-        old_actor = procs[0].actor
+        old_actor, old_pid0 = procs[0].actor, procs[0].pid
         ray.kill(old_actor)
         for _, _, dones, infos in step_n(env, 200):
             if infos[0].get("client_restarted"):
@@ -97,7 +105,8 @@ def test_a_killed_mame_and_a_dead_actor_are_replaced(local_ray, rompath):
                 break
         else:
             pytest.fail("the slot whose actor was killed was not replaced within 200 steps")
-        assert procs[0].actor is not old_actor and procs[0].dead is None
+        assert procs[0].actor is not old_actor and procs[0].dead is None and procs[0].pid != old_pid0
+        assert not alive(old_pid0), "the dead actor's MAME went with it"
         assert env.cluster.restarts.tolist() == [1, 1]
         later = step_n(env, 400)
         assert any(s[3][0]["control"] for s in later) and any(s[3][1]["control"] for s in later), "both play again"
@@ -106,7 +115,7 @@ def test_a_killed_mame_and_a_dead_actor_are_replaced(local_ray, rompath):
         pids = [p.pid for p in env.cluster.procs if p.pid]
         env.close()
     time.sleep(0.5)
-    assert pids and not any(Path(f"/proc/{pid}").exists() for pid in pids), "no MAME left behind"
+    assert pids and not any(alive(pid) for pid in pids), "no MAME left behind"
 
 
 @pytest.mark.parametrize(

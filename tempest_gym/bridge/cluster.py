@@ -89,6 +89,7 @@ class ClusterConfig:
 
     def __post_init__(self) -> None:
         self.client_settings = dict(self.client_settings or {})  # a copy: the cluster adds to it
+        self.ray_actor_options = dict(self.ray_actor_options or {})
         self.mame_args = tuple(self.mame_args)
         self.start_levels = tuple(int(x) for x in self.start_levels or ())
 

@@ -89,7 +89,8 @@ class TempestVecEnv(VecEnv):
         :class:`~tempest_gym.bridge.cluster.ClusterConfig`: ``rompath``, ``mame``, ``start_level``, ``lives``,
         ``host``, ``port``, ``token``, ``transport``, ``pipeline``, ``connect_timeout``, ``step_timeout``,
         ``headless``, ``workdir``, ``keep_workdir``, ``supervise``, ``max_restarts``, ``remote``, ``trace_ram``,
-        ``client_settings``, ``mame_args``, ...
+        ``client_settings``, ``mame_args``, ``launcher`` (``"local"``, or ``"ray"``: the clients as Ray actors on
+        the cluster at ``ray_address``, else a local Ray instance), ...
     """
 
     metadata = {"render_modes": []}
