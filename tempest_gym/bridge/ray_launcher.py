@@ -177,7 +177,7 @@ class RayLauncher:
                     ray.init(address=address, log_to_driver=True)
                 else:
                     log.warning("starting a local Ray instance with %d CPU(s)", num_cpus)
-                    ray.init(num_cpus=num_cpus, include_dashboard=False)
+                    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
                 _ray_ours = True
             _ray_users += 1
         self._closed = False
