@@ -319,6 +319,7 @@ class RayMameProcess:
             self.dead = None
         self._poll_ref = None  # a look at the previous MAME must not speak for the new one
         self._rc = None
+        self._next_poll = 0.0
         return self.actor.start.remote(self.settings, self.mame, self.rompath, self.headless, self.mame_args,
                                        self.hosts)  # fmt: skip
 
@@ -369,21 +370,27 @@ class RayMameProcess:
 
     # ------------------------------------------------------------------ the MameProcess interface
     def poll(self) -> int | None:
-        """MAME's exit code if it has ended (``ACTOR_DIED`` if its actor is gone), else None. Never waits."""
+        """MAME's exit code if it has ended (``ACTOR_DIED`` if its actor is gone), else None. Never waits, and
+        touches Ray at most every ``POLL_INTERVAL`` s (the cluster calls it on every step)."""
         if self.dead is not None:
             return ACTOR_DIED
         if self.actor is None or self.proc is None:
             return self._rc
+        now = time.monotonic()
+        if now < self._next_poll:
+            return self._rc
+        self._next_poll = now + POLL_INTERVAL
         if self._poll_ref is not None:
             ready, _ = self.ray.wait([self._poll_ref], timeout=0)
-            if ready:
-                ref, self._poll_ref = self._poll_ref, None
-                self._rc = self._get(ref)
-        now = time.monotonic()
-        if self._rc is None and self._poll_ref is None and now >= self._next_poll and self.dead is None:
-            self._poll_ref = self.actor.poll.remote()
-            self._next_poll = now + POLL_INTERVAL
-        return ACTOR_DIED if self.dead is not None else self._rc
+            if not ready:
+                return self._rc
+            ref, self._poll_ref = self._poll_ref, None
+            self._rc = self._get(ref)
+            if self.dead is not None:
+                return ACTOR_DIED
+        if self._rc is None:
+            self._poll_ref = self.actor.poll.remote()  # looked at next time
+        return self._rc
 
     def _get(self, ref, timeout: float | None = None) -> Any:
         """``ray.get`` that turns a dead actor into ``ACTOR_DIED`` (and remembers why) and a timeout into None."""
