@@ -47,6 +47,7 @@ WILDCARD = ("0.0.0.0", "::", "")
 ACTOR_DIED = -9  # what poll() says for a MAME whose actor is gone (the MAME went with it)
 POLL_INTERVAL = 0.5  # s between two looks at an actor's MAME (asynchronous: poll() never waits)
 CALL_TIMEOUT = 30.0  # s for a remote call that should be quick (kill, describe)
+NICENESS_VAR = "RAY_worker_niceness"  # Ray's workers' nice level (default 15)
 
 
 class RayNodeError(TempestGymError):
@@ -88,6 +89,12 @@ class MameActor:
             self._tmp = tempfile.mkdtemp(prefix=f"tempest-ray-{slot}-")
             self.workdir = Path(self._tmp)
         self.proc: MameProcess | None = None
+        # Ray starts its workers at nice 15 (RAY_worker_niceness) and MAME would inherit it, losing the CPU to
+        # anything else on the node (the trainer, on its own node): back to 0 where allowed (root, CAP_SYS_NICE)
+        with contextlib.suppress(OSError):
+            if os.getpriority(os.PRIO_PROCESS, 0) > 0:
+                os.setpriority(os.PRIO_PROCESS, 0, 0)
+        self.nice = os.getpriority(os.PRIO_PROCESS, 0)
 
     def __repr__(self) -> str:  # how Ray's logs and dashboard name the actor
         return f"MameActor(slot={self.slot})"
@@ -95,7 +102,7 @@ class MameActor:
     def where(self) -> dict[str, Any]:
         import tempest_gym
 
-        return {"node": self.node, "ip": self.ip, "pid": self.proc.pid if self.proc else None,
+        return {"node": self.node, "ip": self.ip, "pid": self.proc.pid if self.proc else None, "nice": self.nice,
                 "version": tempest_gym.__version__, "package": str(Path(tempest_gym.__file__).parent)}  # fmt: skip
 
     def start(self, settings: Mapping[str, object], mame: str | None, rompath: str | None, headless: bool,
@@ -177,7 +184,14 @@ class RayLauncher:
                     ray.init(address=address, log_to_driver=True)
                 else:
                     log.warning("starting a local Ray instance with %d CPU(s)", num_cpus)
-                    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+                    # its workers at nice 0, not Ray's 15: MAME runs in them and must not yield to the trainer
+                    niceness = os.environ.get(NICENESS_VAR)
+                    os.environ[NICENESS_VAR] = niceness or "0"
+                    try:
+                        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+                    finally:
+                        if niceness is None:
+                            del os.environ[NICENESS_VAR]
                 _ray_ours = True
             _ray_users += 1
         self._closed = False
@@ -363,6 +377,10 @@ class RayMameProcess:
         if out.get("version") != tempest_gym.__version__ and self.starts == 0:
             log.warning("%s runs tempest-gym %s (%s), the trainer %s: install the same version on every node",
                         self.where, out.get("version"), out.get("package"), tempest_gym.__version__)  # fmt: skip
+        if out.get("nice", 0) > 0 and self.starts == 0:
+            log.warning("MAME on %s runs at nice %d (Ray's worker niceness) and yields the CPU to everything else "
+                        "there: start Ray on that node with RAY_worker_niceness=0",
+                        self.where, out["nice"])  # fmt: skip
         self.proc = out["pid"]
         self.starts += 1
         self.started_at = time.monotonic()
