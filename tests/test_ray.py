@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -113,9 +114,12 @@ def test_a_killed_mame_and_a_dead_actor_are_replaced(local_ray, rompath):
         assert env.observation_space.contains(later[-1][0][0])
     finally:
         pids = [p.pid for p in env.cluster.procs if p.pid]
+        scratch = Path(tempfile.gettempdir()) / f"tempest-ray-{env.cluster._launcher.run}"
+        assert scratch.is_dir()
         env.close()
     time.sleep(0.5)
     assert pids and not any(alive(pid) for pid in pids), "no MAME left behind"
+    assert not scratch.exists(), "the scratch directories are removed, the dead actor's included"
 
 
 @pytest.mark.parametrize(

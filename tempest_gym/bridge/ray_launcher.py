@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import re
+import secrets
 import shutil
 import socket
 import tempfile
@@ -75,19 +76,18 @@ class MameActor:
     values; requirement failures come back as ``{"error": ..., "kind": ...}`` with the node's name, so the
     trainer re-raises them as the same :mod:`tempest_gym.errors` class."""
 
-    def __init__(self, slot: int, workdir: str | None = None, keep_workdir: bool = False) -> None:
+    def __init__(self, slot: int, run: str, workdir: str | None = None, keep_workdir: bool = False) -> None:
         import ray
 
         self.slot = slot
         self.node = socket.gethostname()
         self.ip = ray.util.get_node_ip_address()
+        # scratch: <workdir>/slotN, else <tmp>/tempest-ray-<run>/slotN (removed at stop); a replacement actor of
+        # the slot on this node takes over the directory of one that died, so none piles up
+        self.own_root = not workdir
+        self.root = Path(workdir) if workdir else Path(tempfile.gettempdir()) / f"tempest-ray-{run}"
+        self.workdir = self.root / f"slot{slot}"
         self.keep_workdir = keep_workdir
-        self._tmp: str | None = None
-        if workdir:
-            self.workdir = Path(workdir) / f"slot{slot}"
-        else:
-            self._tmp = tempfile.mkdtemp(prefix=f"tempest-ray-{slot}-")
-            self.workdir = Path(self._tmp)
         self.proc: MameProcess | None = None
         # Ray starts its workers at nice 15 (RAY_worker_niceness) and MAME would inherit it, losing the CPU to
         # anything else on the node (the trainer, on its own node): back to 0 where allowed (root, CAP_SYS_NICE)
@@ -122,11 +122,15 @@ class MameActor:
                     "kind": "RayNodeError", **self.where()}  # fmt: skip
         settings = dict(settings, host=host)
         if self.proc is None:
-            self.workdir.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.workdir.mkdir(mode=0o700, exist_ok=True)
             self.proc = MameProcess(self.slot, self.workdir, mame_path, roms, settings, headless, tuple(mame_args))
         else:
             self.proc.settings = settings
-        self.proc.start()
+        try:
+            self.proc.start()
+        except TempestGymError as exc:
+            return {"error": str(exc), "kind": type(exc).__name__, **self.where()}
         return self.where()
 
     def poll(self) -> int | None:
@@ -145,9 +149,10 @@ class MameActor:
     def stop(self, grace: float = 0.0) -> None:
         """Kill MAME and remove the scratch directory (unless kept)."""
         self.kill(grace)
-        if self._tmp and not self.keep_workdir:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+        if self.own_root and not self.keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                self.root.rmdir()  # the last slot of the run on this node
 
 
 # ---------------------------------------------------------------------------------------------- trainer side
@@ -195,6 +200,7 @@ class RayLauncher:
                 _ray_ours = True
             _ray_users += 1
         self._closed = False
+        self.run = secrets.token_hex(6)  # names the actors' scratch directories
         self.trainer_ip = ray.util.get_node_ip_address()
         options: dict[str, Any] = {
             "num_cpus": 1,
@@ -247,7 +253,7 @@ class RayLauncher:
         return RayMameProcess(self, slot, settings, mame, rompath, headless, mame_args, hosts)
 
     def new_actor(self, slot: int):
-        return self.actor_class.remote(slot, self.workdir, self.keep_workdir)
+        return self.actor_class.remote(slot, self.run, self.workdir, self.keep_workdir)
 
     def start_all(self, procs: Sequence[RayMameProcess]) -> None:
         """Start every slot's actor and MAME at once (placement and node checks run in parallel)."""
@@ -265,7 +271,7 @@ class RayLauncher:
                     refs.append(p.actor.stop.remote(grace))
         if refs:
             with contextlib.suppress(Exception):
-                self.ray.wait(refs, num_returns=len(refs), timeout=grace + 10)
+                self.ray.wait(refs, num_returns=len(refs), timeout=grace + 5)  # an actor never placed never answers
         for p in procs:
             p.drop_actor()
         self.close()

@@ -100,8 +100,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="ADDRESS",
         help="start the --num-envs MAME clients as Ray actors (one CPU each, spread over the cluster's nodes; "
-        "pip install 'tempest-gym[ray]'): on the Ray cluster at ADDRESS (auto: the one started on this host with "
-        "`ray start --head`), or without ADDRESS on a new local Ray instance",
+        "pip install 'tempest-gym[ray]'): on the Ray cluster at ADDRESS (auto: $RAY_ADDRESS, else the one started "
+        "on this host with `ray start`), or without ADDRESS on a new local Ray instance",
     )
     p.add_argument(
         "--listen",
