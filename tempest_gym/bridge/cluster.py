@@ -188,7 +188,9 @@ class MameCluster:
                 p.wait_exit(1.0)
             report = self._process_report()
             self.close()
-            raise type(exc)(f"{exc}\n{report}" if report else str(exc)) from exc
+            if not report:  # nothing started (no MAME, no ROMs, the port taken, a Ray node refused): as it is
+                raise
+            raise type(exc)(f"{exc}\n{report}") from exc
         except BaseException:
             self.close()
             raise
