@@ -682,20 +682,13 @@ class HybridDQN(OffPolicyAlgorithm):
             # the actor's gradient goes through Q; Q's own weights need no gradient here
             policy.q_net.requires_grad_(False)
             try:
-                with self._autocast():
-                    if policy.categorical_actor:
-                        actor_loss, actor_stats = policy.categorical_actor_loss(
-                            obs, demo_mask, demo_param, demo_coef * self.demo_param_coef, self.actor_q_coef,
-                            self.actor_candidates,
-                        )
-                        stats.update(actor_stats)
-                    else:
-                        actor_loss, q_actor, demo_param_loss = policy.actor_loss(
-                            obs, demo_mask.float(), demo_choice, demo_param, demo_coef * self.demo_param_coef
-                        )
-                        stats["actor_q"] = q_actor
-                        if "demo_margin_loss" in stats:
-                            stats["demo_param_loss"] = demo_param_loss
+                with self._autocast():  # the categorical actor never gets here (_categorical_step)
+                    actor_loss, q_actor, demo_param_loss = policy.actor_loss(
+                        obs, demo_mask.float(), demo_choice, demo_param, demo_coef * self.demo_param_coef
+                    )
+                    stats["actor_q"] = q_actor
+                    if "demo_margin_loss" in stats:
+                        stats["demo_param_loss"] = demo_param_loss
                 policy.actor_optimizer.zero_grad()
                 actor_loss.float().backward()
             finally:

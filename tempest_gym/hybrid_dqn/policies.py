@@ -551,11 +551,21 @@ class HybridQPolicy(QPolicy):
     ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
         """All losses of one update of the hybrid head with a categorical parameter network, in one graph.
 
-        The same math as :meth:`q_taken` + :meth:`bootstrap_values` + :meth:`large_margin_loss` +
-        :meth:`categorical_actor_loss`, but each network's features are computed once per batch (the lane
+        The same math as :meth:`q_taken` + :meth:`bootstrap_values` + :meth:`large_margin_loss` plus the
+        parameter network's losses, but each network's features are computed once per batch (the lane
         extractor is the expensive part on a CPU) and one backward pass serves both networks: the actor's
         loss does not go through Q, so the Q-network and the actor have disjoint gradients.
         ``td_target_fn(next_values) -> targets`` adds the n-step rewards and discounts.
+
+        The parameter network's losses:
+
+        * **imitation**: cross-entropy of every choice's distribution to the expert's parameter, on the rows with
+          a label (``label_mask``), weighted by ``imitation_coef``. The expert's spinner does not depend on its
+          fire/zap choice, so every choice learns it;
+        * **Q improvement**: per choice, the ``candidates`` most likely values are scored by the online
+          Q-network and the best becomes a cross-entropy target, weighted by ``q_coef``: the mode moves to a
+          value Q prefers among those the actor already finds plausible (policy improvement by sampling, instead
+          of a gradient through a one-tick move that Q hardly resolves).
         """
         assert self.actor is not None and self.actor_target is not None
         head: CategoricalParamActor = self.actor.head  # type: ignore[assignment]
@@ -607,53 +617,6 @@ class HybridQPolicy(QPolicy):
             loss = loss + q_coef * improve
             stats["actor_q_improve"] = improve.detach()
         return loss, stats
-
-    def categorical_actor_loss(
-        self,
-        obs: PyTorchObs,
-        label_mask: th.Tensor,
-        label_param: th.Tensor,
-        imitation_coef: float,
-        q_coef: float,
-        candidates: int = 3,
-    ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
-        """Loss of the categorical parameter network (``param_classes``); backpropagate the first value.
-
-        * **Imitation**: cross-entropy of every choice's distribution to the expert's parameter, on the rows
-          with a label (``label_mask``), weighted by ``imitation_coef``. The expert's spinner does not depend
-          on its fire/zap choice, so every choice learns it.
-        * **Q improvement**: per choice, the ``candidates`` most likely values are scored by the online
-          Q-network and the best becomes a cross-entropy target, weighted by ``q_coef``: the mode moves to a
-          value Q prefers, among those the actor already finds plausible (policy improvement by sampling,
-          instead of a gradient through a one-tick move that Q hardly resolves).
-        """
-        assert self.actor is not None and isinstance(self.actor.head, CategoricalParamActor)
-        head: CategoricalParamActor = self.actor.head
-        logits = head.logits(self._features(obs, self.actor))  # (B, K, M)
-        logp = F.log_softmax(logits.float(), dim=2)
-        stats: dict[str, th.Tensor] = {}
-        loss = th.zeros((), device=logits.device)
-        if imitation_coef > 0 and bool(label_mask.any()):
-            target = head.value_index(label_param)  # (B,)
-            nll = -logp.gather(2, target[:, None, None].expand(-1, logp.shape[1], 1)).squeeze(2).mean(dim=1)
-            mask = label_mask.to(nll.dtype)
-            imit = (nll * mask).sum() / mask.sum()
-            loss = loss + imitation_coef * imit
-            stats["actor_imitation"] = imit.detach()
-            with th.no_grad():
-                mode = logits.argmax(dim=2)
-                stats["actor_label_acc"] = ((mode == target[:, None]).float().mean(dim=1) * mask).sum() / mask.sum()
-        if q_coef > 0 and candidates > 0:
-            with th.no_grad():
-                top = logits.topk(min(candidates, head.n_values), dim=2).indices  # (B, K, C)
-                features = self._features(obs, self.q_net)
-                q_c = th.stack([self.q_net.head(features, head.values[top[:, :, c]]) for c in range(top.shape[2])], 2)
-                best = top.gather(2, q_c.argmax(dim=2, keepdim=True))  # (B, K, 1)
-            improve = -logp.gather(2, best).mean()
-            loss = loss + q_coef * improve
-            stats["actor_q_improve"] = improve.detach()
-        return loss, stats
-
 
 
 class BinnedQPolicy(QPolicy):
