@@ -54,6 +54,34 @@ def flipper_speed(level: np.ndarray) -> np.ndarray:
     return byte / 32.0
 
 
+#: flipper_speed of the integer levels 0..99 (levels are integers: a table lookup gives the same values)
+_FLIPPER_SPEED = flipper_speed(np.arange(100))
+
+
+class _Marks:
+    """The danger map's sources, gathered column block by column block: lanes, ticks and masks shaped (N, slots) (or
+    broadcastable to it), written into preallocated (N, width) arrays (no per-source broadcast copies)."""
+
+    __slots__ = ("lanes", "t", "ok", "k")
+
+    def __init__(self, n: int, width: int) -> None:
+        self.lanes = np.empty((n, width), dtype=np.int64)
+        self.t = np.empty((n, width), dtype=np.float64)
+        self.ok = np.empty((n, width), dtype=bool)
+        self.k = 0
+
+    def add(self, lanes, t, mask) -> None:
+        k, w = self.k, mask.shape[1]
+        self.lanes[:, k : k + w] = lanes
+        self.t[:, k : k + w] = t
+        self.ok[:, k : k + w] = mask
+        self.k = k + w
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        k = self.k
+        return self.lanes[:, :k], self.t[:, :k], self.ok[:, :k]
+
+
 class TempestExpert:
     """Rule-based policy over ``TempestVecEnv`` observations (Box action encoding)."""
 
@@ -84,13 +112,22 @@ class TempestExpert:
         actions = self.predict_batch(obs.reshape(-1, self.layout.size))
         return (actions[0] if obs.ndim == 1 else actions), None
 
-    def predict_batch(self, obs: np.ndarray) -> np.ndarray:
-        """(N, D) observations -> (N, 2) float32 actions: [fire/zap index, spinner in [-1, 1]]."""
-        return self.explain(obs)["action"]
+    def predict_batch(self, obs: np.ndarray, tie_break: np.ndarray | None = None) -> np.ndarray:
+        """(N, D) observations -> (N, 2) float32 actions: [fire/zap index, spinner in [-1, 1]].
+
+        ``tie_break``: the rows of an earlier :meth:`draw_tie_break` to use instead of drawing new ones (rows are
+        independent, so a batch's rows can be computed in parts, in any order, with the same results).
+        """
+        return self.explain(obs, tie_break)["action"]
+
+    def draw_tie_break(self, n: int) -> np.ndarray:
+        """The tie-break noise (n, 16) that :meth:`explain` draws for n observations (advancing the generator)."""
+        return self._rng.uniform(0.0, 1e-3, size=(n, NLANES))
 
     # ------------------------------------------------------------------ the rules
-    def explain(self, obs: np.ndarray) -> dict[str, np.ndarray]:
-        """The action plus the intermediate arrays (danger map, target lane, ...) for debugging."""
+    def explain(self, obs: np.ndarray, tie_break: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The action plus the intermediate arrays (danger map, target lane, ...) for debugging (``tie_break``: see
+        :meth:`predict_batch`)."""
         obs = np.asarray(obs, dtype=np.float32)
         if obs.ndim != 2 or obs.shape[1] != self.layout.size:
             raise ValueError(f"expected observations of shape (N, {self.layout.size}), got {obs.shape}")
@@ -111,7 +148,7 @@ class TempestExpert:
         fine = g("player_fine")
         pdepth = g("player_depth")
         level = np.maximum(g("level"), 1)
-        vf = flipper_speed(level)  # flipper / tanker climb speed
+        vf = _FLIPPER_SPEED[np.minimum(level, 99)]  # flipper / tanker climb speed (flipper_speed(level))
         vshot = vf + 2.0  # enemy shot speed (Flipper - 64/32)
 
         present = g("enemy_present") == 1
@@ -141,17 +178,8 @@ class TempestExpert:
         # ---------------------------------------------------------------- danger map
         # dt[n, lane]: ticks until standing in the lane kills (FAR: not foreseen). Every source
         # adds (lane, ticks, mask) arrays shaped (N,) or (N, slots); they are applied at once.
-        marks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-
-        def mark(lanes, t, mask) -> None:
-            shape = np.broadcast_shapes(np.shape(lanes), np.shape(mask))
-            marks.append(
-                (
-                    np.broadcast_to(lanes, shape),
-                    np.broadcast_to(np.asarray(t, dtype=np.float64), shape),
-                    np.broadcast_to(mask, shape),
-                )
-            )
+        marks = _Marks(n, 20 * g("enemy_present").shape[1] + g("eshot_present").shape[1])
+        mark = marks.add
 
         col = (slice(None), None)  # per-env scalars against (N, slots) arrays
         # pulse: ticks until pulsars are lethal (step 4/6/8 per tick; the swing is about -64..+15)
@@ -215,9 +243,7 @@ class TempestExpert:
         mark(lane[col] + es_rel, t_shot, es_present & ~diving[col])
 
         dt = np.full((n, NLANES), FAR)
-        lanes_m = np.concatenate([m[0].reshape(n, -1) for m in marks], axis=1)
-        t_m = np.concatenate([m[1].reshape(n, -1) for m in marks], axis=1)
-        ok_m = np.concatenate([m[2].reshape(n, -1) for m in marks], axis=1)
+        lanes_m, t_m, ok_m = marks.arrays()
         ok_m = ok_m & (~open_[col] | ((lanes_m >= 0) & (lanes_m <= 14)))
         r_m = np.broadcast_to(rows[col], lanes_m.shape)
         np.minimum.at(dt, (r_m[ok_m], lanes_m[ok_m] % NLANES), t_m[ok_m])
@@ -276,7 +302,11 @@ class TempestExpert:
         edge[[1, 13]] = 15.0
         score = score - np.where((open_ & sweepers)[:, None], edge[None, :], 0.0)
         score = score - np.where(reach, 0.0, 1.0e6)
-        score = score + self._rng.uniform(0.0, 1e-3, size=score.shape)  # deterministic tie-break
+        if tie_break is None:
+            tie_break = self.draw_tie_break(n)
+        elif np.shape(tie_break) != score.shape:
+            raise ValueError(f"tie_break must have shape {score.shape}, got {np.shape(tie_break)}")
+        score = score + tie_break  # deterministic tie-break
         target = np.argmax(score, axis=1)
         tdist = dist[rows, target]
         tdist = np.where(np.isfinite(tdist), tdist, 0.0)
