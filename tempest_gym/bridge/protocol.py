@@ -8,6 +8,7 @@ is the other half; the formats below must stay identical to the ``string.pack`` 
 
 from __future__ import annotations
 
+import operator
 import struct
 from dataclasses import dataclass
 
@@ -56,6 +57,15 @@ STATE_FIELDS = (
     ("reward_obj", "f"),
     ("reward_subj", "f"),
 )
+#: the ACTION body, field by field in wire order: its ``struct`` and the framed numpy dtype (:func:`encode_actions`)
+ACTION_FIELDS = (
+    ("type", "B"),
+    ("command", "B"),
+    ("fz", "B"),
+    ("spin", "b"),
+    ("seq", "I"),
+    ("arg", "I"),
+)
 _NUMPY = {"B": "u1", "b": "i1", "H": "<u2", "I": "<u4", "f": "<f4"}
 
 _LEN = struct.Struct("<I")
@@ -63,8 +73,17 @@ _HELLO = struct.Struct("<B4sHHIIIHH")
 STATE_HEADER = struct.Struct("<" + "".join(code for _, code in STATE_FIELDS))
 _STATE_NAMES = tuple(name for name, _ in STATE_FIELDS)
 _REASON = struct.Struct("<BH")  # BYE and REJECT: type, u16 length, then the reason's bytes
-_ACTION = struct.Struct("<BBBbII")
+_ACTION = struct.Struct("<" + "".join(code for _, code in ACTION_FIELDS))
+#: a framed STATE header (the length, then the header) in one struct: one pack per message
+_STATE_FRAMED = struct.Struct("<I" + STATE_HEADER.format[1:])
+_HEADER_BEFORE_PAD = operator.attrgetter(*_STATE_NAMES[1 : _STATE_NAMES.index("pad")])
+_HEADER_AFTER_PAD = operator.attrgetter(*_STATE_NAMES[_STATE_NAMES.index("pad") + 1 :])
 _WELCOME = struct.Struct("<BHH")
+
+
+#: N framed ACTIONs back to back (length prefix + body each): one ``tobytes`` encodes a whole step's replies
+ACTION_FRAME_DTYPE = np.dtype([("length", "<u4")] + [(name, _NUMPY[code]) for name, code in ACTION_FIELDS])
+ACTION_FRAME_SIZE = ACTION_FRAME_DTYPE.itemsize
 
 
 def state_dtype(n_features: int) -> np.dtype:
@@ -209,10 +228,14 @@ def check_hello(hello: Hello, layout_count: int, layout_hash: int) -> None:
         )
 
 
-def encode_state(header: StateHeader, obs: np.ndarray) -> bytes:
-    """Build a STATE (the Lua client's job; used by tests and synthetic clients)."""
-    body = STATE_HEADER.pack(*(STATE if n == "type" else 0 if n == "pad" else getattr(header, n) for n in _STATE_NAMES))
-    return frame(body + np.asarray(obs, dtype="<f4").tobytes())
+def encode_state(header: StateHeader, obs: np.ndarray | bytes) -> bytes:
+    """Build a STATE (the Lua client's job; used by tests and synthetic clients). ``obs``: the features, or their
+    little-endian float32 bytes."""
+    data = obs if isinstance(obs, bytes) else np.asarray(obs, dtype="<f4").tobytes()
+    n = STATE_HEADER.size + len(data)
+    if n > MAX_MESSAGE:
+        raise ProtocolError(f"message of {n} bytes exceeds the {MAX_MESSAGE}-byte limit")
+    return _STATE_FRAMED.pack(n, STATE, *_HEADER_BEFORE_PAD(header), 0, *_HEADER_AFTER_PAD(header)) + data
 
 
 def decode_state_header(body: bytes, n_features: int) -> StateHeader:
@@ -250,6 +273,25 @@ def decode_reject(body: bytes) -> str:
 
 def encode_action(seq: int, fz: int, spin: int, command: int = CMD_NONE, arg: int = 0) -> bytes:
     return frame(_ACTION.pack(ACTION, command, fz, spin, seq & 0xFFFFFFFF, arg & 0xFFFFFFFF))
+
+
+def encode_actions(seq: np.ndarray, fz: np.ndarray, spin: np.ndarray, command: np.ndarray | int = CMD_NONE,
+                   arg: np.ndarray | int = 0) -> bytes:  # fmt: skip
+    """N framed ACTIONs back to back, the same bytes as N :func:`encode_action` calls (client ``i``'s are
+    ``[i * ACTION_FRAME_SIZE, (i + 1) * ACTION_FRAME_SIZE)``). ``fz`` in 0..255 and ``spin`` in -128..127 (the
+    env sends 0..3 and +-MAX_SPIN); ``seq`` and ``arg`` are taken modulo 2**32."""
+    fz, spin = np.asarray(fz), np.asarray(spin)
+    if fz.size and (fz.min() < 0 or fz.max() > 0xFF or spin.min() < -0x80 or spin.max() > 0x7F):
+        raise ValueError(f"fz must be in 0..255 and spin in -128..127, got {fz} and {spin}")
+    out = np.empty(len(seq), dtype=ACTION_FRAME_DTYPE)
+    out["length"] = _ACTION.size
+    out["type"] = ACTION
+    out["command"] = command
+    out["fz"] = fz
+    out["spin"] = spin
+    out["seq"] = np.asarray(seq, dtype=np.int64) & 0xFFFFFFFF
+    out["arg"] = np.asarray(arg, dtype=np.int64) & 0xFFFFFFFF
+    return out.tobytes()
 
 
 def decode_action(body: bytes) -> tuple[int, int, int, int, int]:
