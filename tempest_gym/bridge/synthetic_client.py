@@ -44,7 +44,7 @@ def run(cfg: dict[str, str], death_every: int = 600, pool: int = 64) -> int:
     slot = int(cfg.get("slot", 0))
     rng = np.random.default_rng(int(cfg.get("seed", 0)))
     raw = rng.integers(layout.lo, layout.hi + 1, size=(pool, layout.size))
-    bodies = (raw / layout.scale).astype("<f4")
+    bodies = [row.tobytes() for row in (raw / layout.scale).astype("<f4")]  # the features' wire bytes
     sock = socket.create_connection((cfg.get("host", "127.0.0.1"), int(cfg["port"])), timeout=60)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     hello = protocol.Hello(protocol.PROTOCOL_VERSION, layout.size, layout.hash, int(rng.integers(2**62)), slot, 0,

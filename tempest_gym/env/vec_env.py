@@ -39,6 +39,8 @@ from tempest_gym.bridge.constants import MAX_SPIN, NUM_FIRE_ZAP
 from tempest_gym.bridge.layout import StateLayout, default_layout
 
 FIRE_ZAP_NAMES = ("none", "fire", "zap", "fire+zap")
+F_CONTROL, F_APPLIED, F_GAME_OVER = protocol.F_CONTROL, protocol.F_APPLIED, protocol.F_GAME_OVER
+F_NEW_GAME, F_LEVEL_UP = protocol.F_NEW_GAME, protocol.F_LEVEL_UP
 
 ExpertFactory = Callable[[StateLayout, int, int], Any]
 #: the keyword arguments TempestVecEnv hands to ClusterConfig
@@ -320,20 +322,15 @@ class TempestVecEnv(VecEnv):
     def _infos(self, arr: np.ndarray) -> list[dict[str, Any]]:
         """One info per env (without the expert's label: :meth:`_label` adds it)."""
         executed = np.stack([arr["exec_fz"], arr["exec_spin"] / self.max_spin], axis=1).astype(np.float32)
-        flags = arr["flags"]
-        # one field view and one conversion per column, not per env
-        control, applied, game_over, new_game, level_up = (
-            ((flags & f) != 0).tolist() for f in (protocol.F_CONTROL, protocol.F_APPLIED, protocol.F_GAME_OVER,
-                                                   protocol.F_NEW_GAME, protocol.F_LEVEL_UP))  # fmt: skip
-        columns = ("score", "level", "lives", "gamestate", "frame", "reward_obj", "reward_subj")
-        score, level, lives, gamestate, frame, r_obj, r_subj = (arr[k].tolist() for k in columns)
+        # one field view and one conversion per column, not per env; the flag bits as plain ints
+        columns = ("flags", "score", "level", "lives", "gamestate", "frame", "reward_obj", "reward_subj")
+        flags, score, level, lives, gamestate, frame, r_obj, r_subj = (arr[k].tolist() for k in columns)
         run_ids = [c.run_id if c is not None else 0 for c in self.cluster.clients]
-        rows = (control, applied, executed, score, level, lives, gamestate, frame, r_obj, r_subj, game_over, new_game,
-                level_up, run_ids)  # fmt: skip
+        rows = (flags, executed, score, level, lives, gamestate, frame, r_obj, r_subj, run_ids)
         return [
             {
-                "control": c,
-                "agent_in_control": a,
+                "control": (f & F_CONTROL) != 0,
+                "agent_in_control": (f & F_APPLIED) != 0,
                 "executed_action": x,
                 "score": sc,
                 "level": lv,
@@ -342,12 +339,12 @@ class TempestVecEnv(VecEnv):
                 "frame": fr,
                 "reward_obj": ro,
                 "reward_subj": rs,
-                "game_over": go,
-                "new_game": ng,
-                "level_up": lu,
+                "game_over": (f & F_GAME_OVER) != 0,
+                "new_game": (f & F_NEW_GAME) != 0,
+                "level_up": (f & F_LEVEL_UP) != 0,
                 "run_id": rid,
             }
-            for c, a, x, sc, lv, li, gs, fr, ro, rs, go, ng, lu, rid in zip(*rows, strict=True)
+            for f, x, sc, lv, li, gs, fr, ro, rs, rid in zip(*rows, strict=True)
         ]
 
     # ------------------------------------------------------------------ the expert's labels
