@@ -98,6 +98,8 @@ class TempestExpert:
         self.max_spin = int(max_spin)
         self._steps = np.arange(-self.max_spin, self.max_spin + 1)
         self._lanes = np.arange(NLANES)
+        # each feature group's columns: a slice, or the column of a one-feature group
+        self._cols = {name: (sl if sl.stop - sl.start > 1 else sl.start) for name, sl in self.layout.slices.items()}
         self.seed(seed)
 
     # ------------------------------------------------------------------ public API
@@ -136,14 +138,19 @@ class TempestExpert:
         n = raw.shape[0]
         rows = np.arange(n)
 
-        def g(name: str) -> np.ndarray:
-            s = L[name]
-            return raw[:, s] if s.stop - s.start > 1 else raw[:, s.start]
+        cols = self._cols
+        is1 = raw == 1  # the flags, all compared at once
 
-        ctrl = g("agent_control") == 1
-        diving = (g("gs_dive") == 1) | (g("player_diving") == 1)
-        playing = (g("gs_play") == 1) & ~diving
-        open_ = g("well_open") == 1
+        def g(name: str) -> np.ndarray:
+            return raw[:, cols[name]]
+
+        def flag(name: str) -> np.ndarray:
+            return is1[:, cols[name]]
+
+        ctrl = flag("agent_control")
+        diving = flag("gs_dive") | flag("player_diving")
+        playing = flag("gs_play") & ~diving
+        open_ = flag("well_open")
         lane = g("player_lane")
         fine = g("player_fine")
         pdepth = g("player_depth")
@@ -151,28 +158,28 @@ class TempestExpert:
         vf = _FLIPPER_SPEED[np.minimum(level, 99)]  # flipper / tanker climb speed (flipper_speed(level))
         vshot = vf + 2.0  # enemy shot speed (Flipper - 64/32)
 
-        present = g("enemy_present") == 1
+        present = flag("enemy_present")
         e_lane = g("enemy_lane")
         e_depth = g("enemy_depth")
-        toward = g("enemy_toward") == 1
-        flipping = g("enemy_flipping") == 1
+        toward = flag("enemy_toward")
+        flipping = flag("enemy_flipping")
         flip_step = g("enemy_flip_step")
         cargo = g("enemy_cargo")
-        up = g("enemy_lane_up") == 1
-        at_rim = (g("enemy_at_rim") == 1) & present
-        shootable = (g("enemy_shootable") == 1) & present
-        flipper, pulsar = g("enemy_flipper") == 1, g("enemy_pulsar") == 1
-        tanker, spiker, fuse = g("enemy_tanker") == 1, g("enemy_spiker") == 1, g("enemy_fuseball") == 1
-        es_present = g("eshot_present") == 1
+        up = flag("enemy_lane_up")
+        at_rim = flag("enemy_at_rim") & present
+        shootable = flag("enemy_shootable") & present
+        flipper, pulsar = flag("enemy_flipper"), flag("enemy_pulsar")
+        tanker, spiker, fuse = flag("enemy_tanker"), flag("enemy_spiker"), flag("enemy_fuseball")
+        es_present = flag("eshot_present")
         es_rel = g("eshot_rel_lane")
         es_depth = g("eshot_depth")
         spike = g("spike")  # (N, 16): 0 none, else 256 - tip depth
-        pulse_lethal = g("pulse_lethal") == 1
+        pulse_lethal = flag("pulse_lethal")
         pulse_phase = g("pulse_phase")
-        pulse_rising = g("pulse_rising") == 1
+        pulse_rising = flag("pulse_rising")
         kill_depth = g("pulsar_kill_depth")
         zaps_left = g("zaps_left")
-        zap_active = g("zap_active") == 1
+        zap_active = flag("zap_active")
         pending_total = g("pending_total")
 
         # ---------------------------------------------------------------- danger map
