@@ -58,6 +58,10 @@ def flipper_speed(level: np.ndarray) -> np.ndarray:
 _FLIPPER_SPEED = flipper_speed(np.arange(100))
 
 
+_KIDS_OFFSETS = np.array([-2, -1, 0, 1])  # a fuse-carrying tanker's children: lanes el - 2 .. el + 1
+_SPLIT_OFFSETS = np.array([-1, 0, 1])  # a pulsar-carrying tanker's children: lanes el - 1 .. el + 1
+
+
 class _Marks:
     """The danger map's sources, gathered column block by column block: lanes, ticks and masks shaped (N, slots) (or
     broadcastable to it), written into preallocated (N, width) arrays (no per-source broadcast copies)."""
@@ -76,6 +80,15 @@ class _Marks:
         self.t[:, k : k + w] = t
         self.ok[:, k : k + w] = mask
         self.k = k + w
+
+    def add_offsets(self, lanes, offsets: np.ndarray, t, mask) -> None:
+        """``add(lanes + off, t, mask)`` for every ``off`` in ``offsets``, in one pass."""
+        n, w = mask.shape
+        k, m = self.k, len(offsets) * w
+        self.lanes[:, k : k + m].reshape(n, len(offsets), w)[:] = lanes[:, None, :] + offsets[None, :, None]
+        self.t[:, k : k + m].reshape(n, len(offsets), w)[:] = np.asarray(t, dtype=np.float64)[:, None, :]
+        self.ok[:, k : k + m].reshape(n, len(offsets), w)[:] = mask[:, None, :]
+        self.k = k + m
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         k = self.k
@@ -223,12 +236,10 @@ class TempestExpert:
         # ...fuseball children ride lines el - 1 and el + 1 at twice the speed: lanes el - 2..el + 1
         tkf = p & tanker & (cargo == 3)
         t_kids = np.maximum(t_arrive / 2.0, 1.0)
-        for off in (-2, -1, 0, 1):
-            mark(el + off, t_kids, tkf)
+        marks.add_offsets(el, _KIDS_OFFSETS, t_kids, tkf)
         # ...and pulsar children are lethal at once when split above the lethal depth while pulsing
         tkp = p & tanker & (cargo == 2) & (ed < kd + 16)
-        for off in (-1, 0, 1):
-            mark(el + off, np.maximum(t_pulse, 1.0), tkp)
+        marks.add_offsets(el, _SPLIT_OFFSETS, np.broadcast_to(np.maximum(t_pulse, 1.0), tkp.shape), tkp)
         # pulsing pulsars above the lethal depth (one climbing counts from when it crosses it)
         t_cross = np.where(ed < kd, 0.0, (ed - kd + 1.0) / v1)
         pz = p & pulsar & ((ed < kd) | toward)
