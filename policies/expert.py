@@ -111,6 +111,11 @@ class TempestExpert:
         self.max_spin = int(max_spin)
         self._steps = np.arange(-self.max_spin, self.max_spin + 1)
         self._lanes = np.arange(NLANES)
+        self._step_cost = 1e-3 * np.abs(self._steps)[None, :]  # prefer the smaller of equally good deltas
+        self._ks = np.arange(1, NLANES)
+        self._edge = np.zeros(NLANES)  # open tubes: the end lanes, dead ends when sweepers come
+        self._edge[[0, 14]] = 40.0
+        self._edge[[1, 13]] = 15.0
         # each feature group's columns: a slice, or the column of a one-feature group
         self._cols = {name: (sl if sl.stop - sl.start > 1 else sl.start) for name, sl in self.layout.slices.items()}
         self.seed(seed)
@@ -276,15 +281,20 @@ class TempestExpert:
         # ---------------------------------------------------------------- reachable lanes
         # walk both ways from the player's lane; a lane lethal within one tick blocks the walk
         passable = dt > 1.0
-        ks = np.arange(1, NLANES)
+        ks = self._ks
+        rows_c = rows[:, None]
         dist = np.full((n, NLANES), np.inf)  # signed lane steps to reach each lane
         for sgn in (-1, 1):  # lower first, so that the higher way wins ties; then keep the shorter
             path = lane[:, None] + sgn * ks[None, :]
+            lanes_p = path % NLANES
             in_range = ~open_[:, None] | ((path >= 0) & (path <= 14))
-            ok = np.logical_and.accumulate(in_range & passable[rows[:, None], path % NLANES], axis=1)
+            ok = np.logical_and.accumulate(in_range & passable[rows_c, lanes_p], axis=1)
             cand = np.where(ok, sgn * ks[None, :].astype(np.float64), np.inf)
-            cur = dist[rows[:, None], path % NLANES]
-            dist[rows[:, None], path % NLANES] = np.where(np.abs(cand) <= np.abs(cur), cand, cur)
+            if sgn < 0:  # dist is all inf: every candidate is kept (|cand| <= inf)
+                dist[rows_c, lanes_p] = cand
+                continue
+            cur = dist[rows_c, lanes_p]
+            dist[rows_c, lanes_p] = np.where(np.abs(cand) <= np.abs(cur), cand, cur)
         dist[rows, lane] = 0.0
         reach = np.isfinite(dist)
         absd = np.where(reach, np.abs(dist), 99.0)
@@ -315,10 +325,7 @@ class TempestExpert:
         score = np.where(diving[:, None] & (spike == 0), score + 500.0, score)
         # open tubes: the end lanes are dead ends when rim fuseballs or chasers sweep toward them
         sweepers = (g("count_fuseball") > 0) | (g("chasers") > 0)
-        edge = np.zeros(NLANES)
-        edge[[0, 14]] = 40.0
-        edge[[1, 13]] = 15.0
-        score = score - np.where((open_ & sweepers)[:, None], edge[None, :], 0.0)
+        score = score - np.where((open_ & sweepers)[:, None], self._edge[None, :], 0.0)
         score = score - np.where(reach, 0.0, 1.0e6)
         if tie_break is None:
             tie_break = self.draw_tie_break(n)
@@ -340,7 +347,7 @@ class TempestExpert:
         land_dt = dt[rows[:, None], land_lane]
         cost = cost + np.where(land_dt <= 1.0, 1.0e5 - 1.0e3 * np.maximum(land_dt, 0.0), 0.0)
         cost = cost + np.where((land_dt > 1.0) & (land_dt <= self.horizon), 200.0 / np.maximum(land_dt, 1.0), 0.0)
-        cost = cost + 1e-3 * np.abs(self._steps)[None, :]
+        cost = cost + self._step_cost
         best = np.argmin(cost, axis=1)
         spin = self._steps[best]
         safe_landing = land_dt[rows, best] > 1.0
