@@ -3,7 +3,7 @@
     python benchmarks/bridge_overhead.py --rompath ../shared/roms [--seconds 10] [--rounds 2]
 
 For N = 1 and N = 2 instances it measures, interleaved round by round (the machine's load
-drifts; ratios within a round are what matter):
+drifts: every bridge run is compared with the no-op runs just before and after it):
 
 * ``noop``      MAME running tempest1 with a Lua frame callback that does nothing;
 * ``bridge``    the full bridge (state extraction, rewards, one STATE + one ACTION per tick,
@@ -182,30 +182,39 @@ def main() -> int:
     p.add_argument("--no-unpiped", action="store_true", help="skip the unpipelined runs")
     args = p.parse_args()
     mame, rompath = find_mame(), find_rompath(args.rompath)
+    configs = (("bridge", True),) if args.no_unpiped else (("bridge", True), ("unpiped", False))
     results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
+    ratios: dict[tuple[str, int], list[float]] = {}
     for r in range(args.rounds):
         for n in args.instances:
-            # the noop run emulates about as many frames as the bridge does in `seconds`
+            # every bridge run is bracketed by no-op runs (noop, bridge, noop, unpiped, noop) and compared with the
+            # mean of the two: the machine's load drifts, and a baseline from a minute earlier misleads.
+            # A no-op run emulates about as many frames as the bridge does in `seconds`.
             base = noop_fps(mame, rompath, n, frames=int(800 * args.seconds))
             results.setdefault(("noop", n), []).append((base, 0.0, 0.0))
-            for name, piped in (("bridge", True), ("unpiped", False))[: 1 if args.no_unpiped else 2]:
-                results.setdefault((name, n), []).append(bridge_fps(rompath, n, args.seconds, piped))
-            unpiped = "" if args.no_unpiped else f", unpiped {results[('unpiped', n)][-1][0]:,.0f} fps"
-            bridge = results[("bridge", n)][-1][0]
-            print(f"round {r + 1}, N={n}: noop {base:,.0f} fps, bridge {bridge:,.0f} fps{unpiped}", file=sys.stderr,
-                  flush=True)  # fmt: skip
-    print(f"\nbridge overhead, {args.rounds} interleaved round(s), medians; frames/s and decisions/s summed over N")
-    print(f"{'config':10} {'N':>2} {'frames/s':>10} {'decisions/s':>12} {'ratio':>7} {'control':>8}")
+            line = f"round {r + 1}, N={n}: noop {base:,.0f}"
+            for name, piped in configs:
+                got = bridge_fps(rompath, n, args.seconds, piped)
+                after = noop_fps(mame, rompath, n, frames=int(800 * args.seconds))
+                results.setdefault((name, n), []).append(got)
+                results[("noop", n)].append((after, 0.0, 0.0))
+                ratios.setdefault((name, n), []).append(got[0] / (0.5 * (base + after)))
+                line += f", {name} {got[0]:,.0f}, noop {after:,.0f}"
+                base = after
+            print(line + " frames/s", file=sys.stderr, flush=True)
+    print(f"\nbridge overhead, {args.rounds} round(s), medians; frames/s and decisions/s summed over N; ratio: to the "
+          "mean of the no-op runs just before and after (min-max over rounds)")  # fmt: skip
+    print(f"{'config':10} {'N':>2} {'frames/s':>10} {'decisions/s':>12} {'ratio':>7} {'min-max':>13} {'control':>8}")
     for n in args.instances:
-        for name in ("noop", "bridge") if args.no_unpiped else ("noop", "bridge", "unpiped"):
+        for name in ("noop", *(c for c, _ in configs)):
             rows = results[(name, n)]
             fps = statistics.median(x[0] for x in rows)
             dps = statistics.median(x[1] for x in rows)
             ctl = statistics.median(x[2] for x in rows)
-            per_round = [x[0] / b[0] for x, b in zip(rows, results[("noop", n)])]
+            rs = ratios.get((name, n), [1.0])
             print(
-                f"{name:10} {n:>2} {fps:>10,.0f} {dps:>12,.0f} {statistics.median(per_round):>7.3f} "
-                f"{ctl if name != 'noop' else float('nan'):>8.2f}"
+                f"{name:10} {n:>2} {fps:>10,.0f} {dps:>12,.0f} {statistics.median(rs):>7.3f} "
+                f"{min(rs):>6.3f}-{max(rs):.3f} {ctl if name != 'noop' else float('nan'):>8.2f}"
             )
     if args.breakdown:
         for n in args.instances:
