@@ -110,8 +110,8 @@ class MameCluster:
         self.seq = np.zeros(self.n, dtype=np.uint32)
         self.restarts = np.zeros(self.n, dtype=np.int64)  # client restarts per slot, ever
         self.restarted = np.zeros(self.n, dtype=bool)  # slots whose client was replaced in the last receive
-        self._fails_in_row = np.zeros(self.n, dtype=np.int64)
-        self._ok_since = np.zeros(self.n, dtype=np.int64)  # states received since the slot's last restart
+        self._fails_in_row = [0] * self.n
+        self._ok_since = [0] * self.n  # states received since the slot's last restart
         self._broken: dict[int, str] = {}  # slots whose send failed, with why
         self._sel: selectors.BaseSelector | None = None
         self._tmp: str | None = None
@@ -286,33 +286,21 @@ class MameCluster:
         for i, why in list(self._broken.items()):
             del self._broken[i]
             bodies[i] = self._fail(i, why)
-        # whatever has arrived (or was buffered by an earlier read) is taken without a select: when the step's other
-        # work ran after the actions went out, most clients have answered by now
+        # bytes may already be buffered from an earlier read; the rest comes through one select for all clients
         for i, c in enumerate(self.clients):
             if bodies[i] is None:
-                bodies[i] = self._read_now(i, c)
+                bodies[i] = self._guarded(i, lambda i=i, c=c: self._next_body(i, c))
         missing = [i for i, b in enumerate(bodies) if b is None]
         if missing:
             self._wait_for(bodies, missing, timeout)
         arr = np.frombuffer(b"".join(bodies), dtype=self.dtype)  # type: ignore[arg-type]
         self.seq[:] = arr["seq"]
         self._answer_the_door()
-        self._ok_since += 1
-        self._fails_in_row[self._ok_since >= 100] = 0  # a healthy stretch forgives earlier failures
+        for i in range(self.n):
+            self._ok_since[i] += 1
+            if self._ok_since[i] >= 100:  # a healthy stretch forgives earlier failures
+                self._fails_in_row[i] = 0
         return arr
-
-    def _read_now(self, i: int, c: ClientConnection | None) -> bytes | None:
-        """Slot i's next STATE if it is buffered or has arrived, without waiting; a failed client is recovered."""
-        try:
-            body = self._next_body(i, c)
-            if body is None:
-                assert c is not None
-                if not c.pump():
-                    raise ClientDisconnectedError("closed the connection")
-                body = self._next_body(i, c)
-            return body
-        except (ClientDisconnectedError, protocol.ProtocolError) as exc:
-            return self._fail(i, str(exc))
 
     def _wait_for(self, bodies: list[bytes | None], missing: list[int], timeout: float) -> None:
         """Wait until every slot in ``missing`` has sent its STATE (or failed and was recovered)."""

@@ -279,8 +279,8 @@ def encode_actions(seq, fz, spin, command=CMD_NONE, arg=0) -> bytes:
     per client. (One ``struct`` pack per client over plain ints: cheaper than numpy up to a few dozen clients.)"""
     seq, fz, spin = np.asarray(seq).tolist(), np.asarray(fz).tolist(), np.asarray(spin).tolist()
     n = len(seq)
-    command = np.broadcast_to(command, (n,)).tolist()
-    arg = np.broadcast_to(arg, (n,)).tolist()
+    command = [int(command)] * n if np.ndim(command) == 0 else np.asarray(command).tolist()
+    arg = [int(arg)] * n if np.ndim(arg) == 0 else np.asarray(arg).tolist()
     pack, size = _ACTION_FRAMED.pack, _ACTION.size
     try:
         return b"".join([pack(size, ACTION, c, f, s, q & 0xFFFFFFFF, a & 0xFFFFFFFF)

@@ -63,8 +63,9 @@ def decode_actions(actions: np.ndarray, max_spin: int) -> tuple[np.ndarray, np.n
     a = np.asarray(actions, dtype=np.float32).reshape(-1, 2)
     if not np.isfinite(a).all():
         raise ValueError(f"actions must be finite, got {a}")
-    fz = np.clip(np.rint(a[:, 0]), 0, NUM_FIRE_ZAP - 1).astype(np.int64)
-    spin = np.rint(np.clip(a[:, 1], -1.0, 1.0) * max_spin).astype(np.int64)
+    # np.minimum/np.maximum: np.clip's results on finite values for a fraction of its cost per call
+    fz = np.minimum(np.maximum(np.rint(a[:, 0]), 0), NUM_FIRE_ZAP - 1).astype(np.int64)
+    spin = np.rint(np.minimum(np.maximum(a[:, 1], -1.0), 1.0) * max_spin).astype(np.int64)
     return fz, spin
 
 
