@@ -230,10 +230,18 @@ def encode_state(header: StateHeader, obs: np.ndarray | bytes) -> bytes:
     """Build a STATE (the Lua client's job; used by tests and synthetic clients). ``obs``: the features, or their
     little-endian float32 bytes."""
     data = obs if isinstance(obs, bytes) else np.asarray(obs, dtype="<f4").tobytes()
-    n = STATE_HEADER.size + len(data)
+    return pack_state(*_HEADER_BEFORE_PAD(header), *_HEADER_AFTER_PAD(header), data)
+
+
+def pack_state(flags: int, gamestate: int, level: int, lives: int, exec_fz: int, exec_spin: int, seq: int,
+               frame: int, score: int, reward_obj: float, reward_subj: float, obs: bytes) -> bytes:  # fmt: skip
+    """:func:`encode_state` from the header's fields in wire order and the features' float32 bytes, the way the
+    Lua client's ``protocol.state_packer`` takes them (one pack per message; synthetic clients use this)."""
+    n = STATE_HEADER.size + len(obs)
     if n > MAX_MESSAGE:
         raise ProtocolError(f"message of {n} bytes exceeds the {MAX_MESSAGE}-byte limit")
-    return _STATE_FRAMED.pack(n, STATE, *_HEADER_BEFORE_PAD(header), 0, *_HEADER_AFTER_PAD(header)) + data
+    return _STATE_FRAMED.pack(n, STATE, flags, gamestate, level, lives, exec_fz, exec_spin, 0, seq, frame, score,
+                              reward_obj, reward_subj) + obs  # fmt: skip
 
 
 def decode_state_header(body: bytes, n_features: int) -> StateHeader:
