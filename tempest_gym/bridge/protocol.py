@@ -281,14 +281,18 @@ def encode_action(seq: int, fz: int, spin: int, command: int = CMD_NONE, arg: in
     return frame(_ACTION.pack(ACTION, command, fz, spin, seq & 0xFFFFFFFF, arg & 0xFFFFFFFF))
 
 
+def _ints(values) -> list:
+    return values.tolist() if isinstance(values, np.ndarray) else np.asarray(values).tolist()
+
+
 def encode_actions(seq, fz, spin, command=CMD_NONE, arg=0) -> bytes:
     """N framed ACTIONs back to back, the same bytes as N :func:`encode_action` calls (client ``i``'s are
     ``[i * ACTION_FRAME_SIZE, (i + 1) * ACTION_FRAME_SIZE)``). ``command`` and ``arg`` are one value for all or one
     per client. (One ``struct`` pack per client over plain ints: cheaper than numpy up to a few dozen clients.)"""
-    seq, fz, spin = np.asarray(seq).tolist(), np.asarray(fz).tolist(), np.asarray(spin).tolist()
+    seq, fz, spin = _ints(seq), _ints(fz), _ints(spin)
     n = len(seq)
-    command = [int(command)] * n if np.ndim(command) == 0 else np.asarray(command).tolist()
-    arg = [int(arg)] * n if np.ndim(arg) == 0 else np.asarray(arg).tolist()
+    command = [int(command)] * n if isinstance(command, (int, np.integer)) else _ints(command)
+    arg = [int(arg)] * n if isinstance(arg, (int, np.integer)) else _ints(arg)
     pack, size = _ACTION_FRAMED.pack, _ACTION.size
     try:
         return b"".join([pack(size, ACTION, c, f, s, q & 0xFFFFFFFF, a & 0xFFFFFFFF)
