@@ -3,7 +3,7 @@
     python benchmarks/bridge_overhead.py --rompath ../shared/roms [--seconds 10] [--rounds 2]
 
 For N = 1 and N = 2 instances it measures, interleaved round by round (the machine's load
-drifts; ratios within a round are what matter):
+drifts: every bridge run is compared with the no-op runs just before and after it):
 
 * ``noop``      MAME running tempest1 with a Lua frame callback that does nothing;
 * ``bridge``    the full bridge (state extraction, rewards, one STATE + one ACTION per tick,
@@ -12,11 +12,16 @@ drifts; ratios within a round are what matter):
 
 Prints emulated video frames/s (summed over instances), decisions/s (agent steps summed over
 instances) and the ratio of frames/s to the no-op baseline. No assertions: figures only.
+
+``--breakdown`` adds one profiled bridge run per N (the Lua client's ``profile`` setting, see
+lua/tempest_gym/profile.lua): per tick, the client's time in emulation, its own work (reading RAM, building the
+state, packing and sending it, the game flow) and waiting for replies, and the Python side's CPU time per step.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -105,41 +110,115 @@ def bridge_fps(rompath: str, n: int, seconds: float, pipeline: bool) -> tuple[fl
     return frames / dt, steps * n / dt, control / (steps * n)
 
 
+LUA_SECTIONS = (
+    ("read", "read RAM ($0000-$03FF)"),
+    ("state", "state, flags, rewards, scaling"),
+    ("send", "pack + send STATE"),
+    ("flow", "game flow (frames without agent control)"),
+    ("wait_next_frame", "wait: pipelined reply (next frame)"),
+    ("wait_at_tick", "wait: reply at the tick (no slack)"),
+)
+
+
+def breakdown(rompath: str, n: int, seconds: float) -> None:
+    """One profiled bridge run: where each client's wall time goes, per tick, and Python's CPU per step."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = TempestVecEnv(num_envs=n, rompath=rompath, expert=False, seed=7, workdir=tmp,
+                            client_settings={"profile": "profile.txt"})  # fmt: skip
+        rng = np.random.default_rng(0)
+        try:
+            env.reset()
+            for _ in range(200):
+                env.step(np.stack([rng.uniform(0, 3, n), rng.uniform(-1, 1, n)], 1))
+            steps, in_step = 0, 0.0
+            t0, c0 = time.perf_counter(), time.process_time()
+            while time.perf_counter() - t0 < seconds:
+                a = np.stack([rng.uniform(0, 3, n), rng.uniform(-1, 1, n)], 1)
+                ts = time.process_time()
+                env.step(a)
+                in_step += time.process_time() - ts
+                steps += 1
+            cpu = time.process_time() - c0
+        finally:
+            env.close()
+        print(f"\nwhere the time goes, N={n} (the client: whole run from its first frame; Python: the measured "
+              f"{seconds:.0f} s)")  # fmt: skip
+        for slot in range(n):
+            prof = {}
+            path = os.path.join(tmp, f"slot{slot}", "profile.txt")
+            with open(path) as f:
+                lines = f.read().splitlines()
+            for line in lines:
+                name, count, secs = line.split()
+                prof[name] = (int(count), float(secs))
+            wall = prof["wall"][1]
+            ticks = prof["send"][0]
+            frames = prof["frame"][0]
+            callbacks = prof["frame"][1]
+            waits = sum(prof.get(k, (0, 0.0))[1] for k in ("wait_next_frame", "wait_at_tick"))
+            own = callbacks - waits
+            print(f"  client {slot}: {ticks:,} ticks, {frames / ticks:.2f} frames/tick, {wall / ticks * 1e6:,.0f} us "
+                  f"of wall time per tick")  # fmt: skip
+            print(f"    {'emulation (outside the frame callback)':42} {(wall - callbacks) / ticks * 1e6:8.1f} us/tick "
+                  f"{(wall - callbacks) / wall:6.1%}")  # fmt: skip
+            print(f"    {'client work (callback minus waits)':42} {own / ticks * 1e6:8.1f} us/tick {own / wall:6.1%}")
+            for key, label in LUA_SECTIONS:
+                count, secs = prof.get(key, (0, 0.0))
+                print(f"      {label:40} {secs / ticks * 1e6:8.1f} us/tick {secs / wall:6.1%}  ({count:,} calls)")
+            other = own - sum(prof.get(k, (0, 0.0))[1] for k, _ in LUA_SECTIONS[:4])
+            print(f"      {'the rest of the callback':40} {other / ticks * 1e6:8.1f} us/tick {other / wall:6.1%}")
+            print(f"    {'waiting for replies':42} {waits / ticks * 1e6:8.1f} us/tick {waits / wall:6.1%}")
+        print(f"  Python: {cpu / steps * 1e6:,.0f} us CPU per step ({in_step / steps * 1e6:,.0f} in env.step), "
+              f"{steps:,} steps")  # fmt: skip
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rompath", default=None)
     p.add_argument("--seconds", type=float, default=10.0, help="wall seconds per bridge measurement")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--instances", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--breakdown", action="store_true", help="also profile one bridge run per N (see above)")
+    p.add_argument("--no-unpiped", action="store_true", help="skip the unpipelined runs")
     args = p.parse_args()
     mame, rompath = find_mame(), find_rompath(args.rompath)
+    configs = (("bridge", True),) if args.no_unpiped else (("bridge", True), ("unpiped", False))
     results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
+    ratios: dict[tuple[str, int], list[float]] = {}
     for r in range(args.rounds):
         for n in args.instances:
-            # the noop run emulates about as many frames as the bridge does in `seconds`
+            # every bridge run is bracketed by no-op runs (noop, bridge, noop, unpiped, noop) and compared with the
+            # mean of the two: the machine's load drifts, and a baseline from a minute earlier misleads.
+            # A no-op run emulates about as many frames as the bridge does in `seconds`.
             base = noop_fps(mame, rompath, n, frames=int(800 * args.seconds))
             results.setdefault(("noop", n), []).append((base, 0.0, 0.0))
-            for name, piped in (("bridge", True), ("unpiped", False)):
-                results.setdefault((name, n), []).append(bridge_fps(rompath, n, args.seconds, piped))
-            print(
-                f"round {r + 1}, N={n}: noop {base:,.0f} fps, bridge {results[('bridge', n)][-1][0]:,.0f} fps, "
-                f"unpiped {results[('unpiped', n)][-1][0]:,.0f} fps",
-                file=sys.stderr,
-                flush=True,
-            )
-    print(f"\nbridge overhead, {args.rounds} interleaved round(s), medians; frames/s and decisions/s summed over N")
-    print(f"{'config':10} {'N':>2} {'frames/s':>10} {'decisions/s':>12} {'ratio':>7} {'control':>8}")
+            line = f"round {r + 1}, N={n}: noop {base:,.0f}"
+            for name, piped in configs:
+                got = bridge_fps(rompath, n, args.seconds, piped)
+                after = noop_fps(mame, rompath, n, frames=int(800 * args.seconds))
+                results.setdefault((name, n), []).append(got)
+                results[("noop", n)].append((after, 0.0, 0.0))
+                ratios.setdefault((name, n), []).append(got[0] / (0.5 * (base + after)))
+                line += f", {name} {got[0]:,.0f}, noop {after:,.0f}"
+                base = after
+            print(line + " frames/s", file=sys.stderr, flush=True)
+    print(f"\nbridge overhead, {args.rounds} round(s), medians; frames/s and decisions/s summed over N; ratio: to the "
+          "mean of the no-op runs just before and after (min-max over rounds)")  # fmt: skip
+    print(f"{'config':10} {'N':>2} {'frames/s':>10} {'decisions/s':>12} {'ratio':>7} {'min-max':>13} {'control':>8}")
     for n in args.instances:
-        for name in ("noop", "bridge", "unpiped"):
+        for name in ("noop", *(c for c, _ in configs)):
             rows = results[(name, n)]
             fps = statistics.median(x[0] for x in rows)
             dps = statistics.median(x[1] for x in rows)
             ctl = statistics.median(x[2] for x in rows)
-            per_round = [x[0] / b[0] for x, b in zip(rows, results[("noop", n)])]
+            rs = ratios.get((name, n), [1.0])
             print(
-                f"{name:10} {n:>2} {fps:>10,.0f} {dps:>12,.0f} {statistics.median(per_round):>7.3f} "
-                f"{ctl if name != 'noop' else float('nan'):>8.2f}"
+                f"{name:10} {n:>2} {fps:>10,.0f} {dps:>12,.0f} {statistics.median(rs):>7.3f} "
+                f"{min(rs):>6.3f}-{max(rs):.3f} {ctl if name != 'noop' else float('nan'):>8.2f}"
             )
+    if args.breakdown:
+        for n in args.instances:
+            breakdown(rompath, n, args.seconds)
     return 0
 
 

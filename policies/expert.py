@@ -54,6 +54,47 @@ def flipper_speed(level: np.ndarray) -> np.ndarray:
     return byte / 32.0
 
 
+#: flipper_speed of the integer levels 0..99 (levels are integers: a table lookup gives the same values)
+_FLIPPER_SPEED = flipper_speed(np.arange(100))
+
+
+_KIDS_OFFSETS = np.array([-2, -1, 0, 1])  # a fuse-carrying tanker's children: lanes el - 2 .. el + 1
+_SPLIT_OFFSETS = np.array([-1, 0, 1])  # a pulsar-carrying tanker's children: lanes el - 1 .. el + 1
+
+
+class _Marks:
+    """The danger map's sources, gathered column block by column block: lanes, ticks and masks shaped (N, slots) (or
+    broadcastable to it), written into preallocated (N, width) arrays (no per-source broadcast copies)."""
+
+    __slots__ = ("lanes", "t", "ok", "k")
+
+    def __init__(self, n: int, width: int) -> None:
+        self.lanes = np.empty((n, width), dtype=np.int64)
+        self.t = np.empty((n, width), dtype=np.float64)
+        self.ok = np.empty((n, width), dtype=bool)
+        self.k = 0
+
+    def add(self, lanes, t, mask) -> None:
+        k, w = self.k, mask.shape[1]
+        self.lanes[:, k : k + w] = lanes
+        self.t[:, k : k + w] = t
+        self.ok[:, k : k + w] = mask
+        self.k = k + w
+
+    def add_offsets(self, lanes, offsets: np.ndarray, t, mask) -> None:
+        """``add(lanes + off, t, mask)`` for every ``off`` in ``offsets``, in one pass."""
+        n, w = mask.shape
+        k, m = self.k, len(offsets) * w
+        self.lanes[:, k : k + m].reshape(n, len(offsets), w)[:] = lanes[:, None, :] + offsets[None, :, None]
+        self.t[:, k : k + m].reshape(n, len(offsets), w)[:] = np.asarray(t, dtype=np.float64)[:, None, :]
+        self.ok[:, k : k + m].reshape(n, len(offsets), w)[:] = mask[:, None, :]
+        self.k = k + m
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        k = self.k
+        return self.lanes[:, :k], self.t[:, :k], self.ok[:, :k]
+
+
 class TempestExpert:
     """Rule-based policy over ``TempestVecEnv`` observations (Box action encoding)."""
 
@@ -70,6 +111,13 @@ class TempestExpert:
         self.max_spin = int(max_spin)
         self._steps = np.arange(-self.max_spin, self.max_spin + 1)
         self._lanes = np.arange(NLANES)
+        self._step_cost = 1e-3 * np.abs(self._steps)[None, :]  # prefer the smaller of equally good deltas
+        self._ks = np.arange(1, NLANES)
+        self._edge = np.zeros(NLANES)  # open tubes: the end lanes, dead ends when sweepers come
+        self._edge[[0, 14]] = 40.0
+        self._edge[[1, 13]] = 15.0
+        # each feature group's columns: a slice, or the column of a one-feature group
+        self._cols = {name: (sl if sl.stop - sl.start > 1 else sl.start) for name, sl in self.layout.slices.items()}
         self.seed(seed)
 
     # ------------------------------------------------------------------ public API
@@ -84,13 +132,22 @@ class TempestExpert:
         actions = self.predict_batch(obs.reshape(-1, self.layout.size))
         return (actions[0] if obs.ndim == 1 else actions), None
 
-    def predict_batch(self, obs: np.ndarray) -> np.ndarray:
-        """(N, D) observations -> (N, 2) float32 actions: [fire/zap index, spinner in [-1, 1]]."""
-        return self.explain(obs)["action"]
+    def predict_batch(self, obs: np.ndarray, tie_break: np.ndarray | None = None) -> np.ndarray:
+        """(N, D) observations -> (N, 2) float32 actions: [fire/zap index, spinner in [-1, 1]].
+
+        ``tie_break``: the rows of an earlier :meth:`draw_tie_break` to use instead of drawing new ones (rows are
+        independent, so a batch's rows can be computed in parts, in any order, with the same results).
+        """
+        return self.explain(obs, tie_break)["action"]
+
+    def draw_tie_break(self, n: int) -> np.ndarray:
+        """The tie-break noise (n, 16) that :meth:`explain` draws for n observations (advancing the generator)."""
+        return self._rng.uniform(0.0, 1e-3, size=(n, NLANES))
 
     # ------------------------------------------------------------------ the rules
-    def explain(self, obs: np.ndarray) -> dict[str, np.ndarray]:
-        """The action plus the intermediate arrays (danger map, target lane, ...) for debugging."""
+    def explain(self, obs: np.ndarray, tie_break: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The action plus the intermediate arrays (danger map, target lane, ...) for debugging (``tie_break``: see
+        :meth:`predict_batch`)."""
         obs = np.asarray(obs, dtype=np.float32)
         if obs.ndim != 2 or obs.shape[1] != self.layout.size:
             raise ValueError(f"expected observations of shape (N, {self.layout.size}), got {obs.shape}")
@@ -99,59 +156,55 @@ class TempestExpert:
         n = raw.shape[0]
         rows = np.arange(n)
 
-        def g(name: str) -> np.ndarray:
-            s = L[name]
-            return raw[:, s] if s.stop - s.start > 1 else raw[:, s.start]
+        cols = self._cols
+        is1 = raw == 1  # the flags, all compared at once
 
-        ctrl = g("agent_control") == 1
-        diving = (g("gs_dive") == 1) | (g("player_diving") == 1)
-        playing = (g("gs_play") == 1) & ~diving
-        open_ = g("well_open") == 1
+        def g(name: str) -> np.ndarray:
+            return raw[:, cols[name]]
+
+        def flag(name: str) -> np.ndarray:
+            return is1[:, cols[name]]
+
+        ctrl = flag("agent_control")
+        diving = flag("gs_dive") | flag("player_diving")
+        playing = flag("gs_play") & ~diving
+        open_ = flag("well_open")
         lane = g("player_lane")
         fine = g("player_fine")
         pdepth = g("player_depth")
         level = np.maximum(g("level"), 1)
-        vf = flipper_speed(level)  # flipper / tanker climb speed
+        vf = _FLIPPER_SPEED[np.minimum(level, 99)]  # flipper / tanker climb speed (flipper_speed(level))
         vshot = vf + 2.0  # enemy shot speed (Flipper - 64/32)
 
-        present = g("enemy_present") == 1
+        present = flag("enemy_present")
         e_lane = g("enemy_lane")
         e_depth = g("enemy_depth")
-        toward = g("enemy_toward") == 1
-        flipping = g("enemy_flipping") == 1
+        toward = flag("enemy_toward")
+        flipping = flag("enemy_flipping")
         flip_step = g("enemy_flip_step")
         cargo = g("enemy_cargo")
-        up = g("enemy_lane_up") == 1
-        at_rim = (g("enemy_at_rim") == 1) & present
-        shootable = (g("enemy_shootable") == 1) & present
-        flipper, pulsar = g("enemy_flipper") == 1, g("enemy_pulsar") == 1
-        tanker, spiker, fuse = g("enemy_tanker") == 1, g("enemy_spiker") == 1, g("enemy_fuseball") == 1
-        es_present = g("eshot_present") == 1
+        up = flag("enemy_lane_up")
+        at_rim = flag("enemy_at_rim") & present
+        shootable = flag("enemy_shootable") & present
+        flipper, pulsar = flag("enemy_flipper"), flag("enemy_pulsar")
+        tanker, spiker, fuse = flag("enemy_tanker"), flag("enemy_spiker"), flag("enemy_fuseball")
+        es_present = flag("eshot_present")
         es_rel = g("eshot_rel_lane")
         es_depth = g("eshot_depth")
         spike = g("spike")  # (N, 16): 0 none, else 256 - tip depth
-        pulse_lethal = g("pulse_lethal") == 1
+        pulse_lethal = flag("pulse_lethal")
         pulse_phase = g("pulse_phase")
-        pulse_rising = g("pulse_rising") == 1
+        pulse_rising = flag("pulse_rising")
         kill_depth = g("pulsar_kill_depth")
         zaps_left = g("zaps_left")
-        zap_active = g("zap_active") == 1
+        zap_active = flag("zap_active")
         pending_total = g("pending_total")
 
         # ---------------------------------------------------------------- danger map
         # dt[n, lane]: ticks until standing in the lane kills (FAR: not foreseen). Every source
         # adds (lane, ticks, mask) arrays shaped (N,) or (N, slots); they are applied at once.
-        marks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-
-        def mark(lanes, t, mask) -> None:
-            shape = np.broadcast_shapes(np.shape(lanes), np.shape(mask))
-            marks.append(
-                (
-                    np.broadcast_to(lanes, shape),
-                    np.broadcast_to(np.asarray(t, dtype=np.float64), shape),
-                    np.broadcast_to(mask, shape),
-                )
-            )
+        marks = _Marks(n, 20 * g("enemy_present").shape[1] + g("eshot_present").shape[1])
+        mark = marks.add
 
         col = (slice(None), None)  # per-env scalars against (N, slots) arrays
         # pulse: ticks until pulsars are lethal (step 4/6/8 per tick; the swing is about -64..+15)
@@ -188,12 +241,10 @@ class TempestExpert:
         # ...fuseball children ride lines el - 1 and el + 1 at twice the speed: lanes el - 2..el + 1
         tkf = p & tanker & (cargo == 3)
         t_kids = np.maximum(t_arrive / 2.0, 1.0)
-        for off in (-2, -1, 0, 1):
-            mark(el + off, t_kids, tkf)
+        marks.add_offsets(el, _KIDS_OFFSETS, t_kids, tkf)
         # ...and pulsar children are lethal at once when split above the lethal depth while pulsing
         tkp = p & tanker & (cargo == 2) & (ed < kd + 16)
-        for off in (-1, 0, 1):
-            mark(el + off, np.maximum(t_pulse, 1.0), tkp)
+        marks.add_offsets(el, _SPLIT_OFFSETS, np.broadcast_to(np.maximum(t_pulse, 1.0), tkp.shape), tkp)
         # pulsing pulsars above the lethal depth (one climbing counts from when it crosses it)
         t_cross = np.where(ed < kd, 0.0, (ed - kd + 1.0) / v1)
         pz = p & pulsar & ((ed < kd) | toward)
@@ -215,9 +266,7 @@ class TempestExpert:
         mark(lane[col] + es_rel, t_shot, es_present & ~diving[col])
 
         dt = np.full((n, NLANES), FAR)
-        lanes_m = np.concatenate([m[0].reshape(n, -1) for m in marks], axis=1)
-        t_m = np.concatenate([m[1].reshape(n, -1) for m in marks], axis=1)
-        ok_m = np.concatenate([m[2].reshape(n, -1) for m in marks], axis=1)
+        lanes_m, t_m, ok_m = marks.arrays()
         ok_m = ok_m & (~open_[col] | ((lanes_m >= 0) & (lanes_m <= 14)))
         r_m = np.broadcast_to(rows[col], lanes_m.shape)
         np.minimum.at(dt, (r_m[ok_m], lanes_m[ok_m] % NLANES), t_m[ok_m])
@@ -232,15 +281,20 @@ class TempestExpert:
         # ---------------------------------------------------------------- reachable lanes
         # walk both ways from the player's lane; a lane lethal within one tick blocks the walk
         passable = dt > 1.0
-        ks = np.arange(1, NLANES)
+        ks = self._ks
+        rows_c = rows[:, None]
         dist = np.full((n, NLANES), np.inf)  # signed lane steps to reach each lane
         for sgn in (-1, 1):  # lower first, so that the higher way wins ties; then keep the shorter
             path = lane[:, None] + sgn * ks[None, :]
+            lanes_p = path % NLANES
             in_range = ~open_[:, None] | ((path >= 0) & (path <= 14))
-            ok = np.logical_and.accumulate(in_range & passable[rows[:, None], path % NLANES], axis=1)
+            ok = np.logical_and.accumulate(in_range & passable[rows_c, lanes_p], axis=1)
             cand = np.where(ok, sgn * ks[None, :].astype(np.float64), np.inf)
-            cur = dist[rows[:, None], path % NLANES]
-            dist[rows[:, None], path % NLANES] = np.where(np.abs(cand) <= np.abs(cur), cand, cur)
+            if sgn < 0:  # dist is all inf: every candidate is kept (|cand| <= inf)
+                dist[rows_c, lanes_p] = cand
+                continue
+            cur = dist[rows_c, lanes_p]
+            dist[rows_c, lanes_p] = np.where(np.abs(cand) <= np.abs(cur), cand, cur)
         dist[rows, lane] = 0.0
         reach = np.isfinite(dist)
         absd = np.where(reach, np.abs(dist), 99.0)
@@ -271,12 +325,13 @@ class TempestExpert:
         score = np.where(diving[:, None] & (spike == 0), score + 500.0, score)
         # open tubes: the end lanes are dead ends when rim fuseballs or chasers sweep toward them
         sweepers = (g("count_fuseball") > 0) | (g("chasers") > 0)
-        edge = np.zeros(NLANES)
-        edge[[0, 14]] = 40.0
-        edge[[1, 13]] = 15.0
-        score = score - np.where((open_ & sweepers)[:, None], edge[None, :], 0.0)
+        score = score - np.where((open_ & sweepers)[:, None], self._edge[None, :], 0.0)
         score = score - np.where(reach, 0.0, 1.0e6)
-        score = score + self._rng.uniform(0.0, 1e-3, size=score.shape)  # deterministic tie-break
+        if tie_break is None:
+            tie_break = self.draw_tie_break(n)
+        elif np.shape(tie_break) != score.shape:
+            raise ValueError(f"tie_break must have shape {score.shape}, got {np.shape(tie_break)}")
+        score = score + tie_break  # deterministic tie-break
         target = np.argmax(score, axis=1)
         tdist = dist[rows, target]
         tdist = np.where(np.isfinite(tdist), tdist, 0.0)
@@ -292,7 +347,7 @@ class TempestExpert:
         land_dt = dt[rows[:, None], land_lane]
         cost = cost + np.where(land_dt <= 1.0, 1.0e5 - 1.0e3 * np.maximum(land_dt, 0.0), 0.0)
         cost = cost + np.where((land_dt > 1.0) & (land_dt <= self.horizon), 200.0 / np.maximum(land_dt, 1.0), 0.0)
-        cost = cost + 1e-3 * np.abs(self._steps)[None, :]
+        cost = cost + self._step_cost
         best = np.argmin(cost, axis=1)
         spin = self._steps[best]
         safe_landing = land_dt[rows, best] > 1.0

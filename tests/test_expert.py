@@ -340,6 +340,23 @@ def test_deterministic_for_a_seed_and_within_bounds():
     assert np.all(a1[:, 0] == np.rint(a1[:, 0]))
 
 
+def test_a_batch_computed_in_parts_with_its_tie_break_is_the_whole_batch():
+    """What labels after the reply rely on: drawing the tie-break first and computing the rows in any parts gives
+    the whole batch's actions, and leaves the generator where predicting the batch leaves it."""
+    obs = random_obs(40, 2)
+    whole = TempestExpert(seed=5)
+    expected = [whole.predict_batch(obs) for _ in range(2)]
+    parts = TempestExpert(seed=5)
+    for want in expected:
+        noise = parts.draw_tie_break(len(obs))
+        got = np.zeros_like(want)
+        for rows in (np.array([3, 17, 39]), np.arange(0, 40, 2), np.arange(1, 40, 2)):
+            got[rows] = parts.predict_batch(obs[rows], noise[rows])
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="tie_break"):
+        parts.predict_batch(obs[:2], noise[:3])
+
+
 def test_predict_sb3_style():
     raw = base(lane=8)
     enemy(raw, 0, "flipper", 5, 100)

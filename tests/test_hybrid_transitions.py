@@ -209,3 +209,29 @@ def test_after_a_client_restart_the_expert_acts_on_the_new_clients_observation(s
         assert any(np.array_equal(row, first_obs) for row in obs), "the new client's first transition is stored"
     finally:
         venv.close()
+
+
+def test_labels_after_the_reply_store_exactly_what_labels_before_it_store(synthetic):
+    """HybridDQN has a TempestVecEnv label after the reply while it learns (the envs the expert drives get theirs
+    before the actions go out): the replay buffer and the weights come out bit for bit as with labels before it."""
+    from tempest_gym.env.vec_env import TempestVecEnv
+
+    runs = []
+    for after in (False, True):
+        venv = TempestVecEnv(num_envs=3, expert=True, seed=3, **synthetic)
+        try:
+            m = model(venv, expert_ratio="lin_0.7_0.1", learning_starts=200, train_freq=4, demo_on_labels=True)
+            if not after:
+                m._use_labels_after_reply = lambda: None  # the labels come with the infos, before the reply
+            m.learn(900)
+            assert venv.expert_after_reply is False  # learn() puts the env back as it was
+            buf = m.replay_buffer
+            runs.append((buf.stored_observations(), buf.stored_actions(), buf.stored_sources(),
+                         *buf.stored_expert_labels(), [p.detach().clone() for p in m.policy.parameters()]))  # fmt: skip
+        finally:
+            venv.close()
+    (*arrays_a, params_a), (*arrays_b, params_b) = runs
+    assert (arrays_a[2] == SOURCE_EXPERT).sum() > 100 and arrays_a[4].all()
+    for x, y in zip(arrays_a, arrays_b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert all(th.equal(x, y) for x, y in zip(params_a, params_b, strict=True))

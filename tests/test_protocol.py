@@ -72,6 +72,25 @@ def test_action_round_trip():
     assert protocol.decode_action(data[4:]) == (protocol.CMD_RESET, 3, -31, 42, 99)
 
 
+def test_a_steps_actions_encoded_at_once_are_the_single_messages_back_to_back():
+    seq = np.array([1, 2**32 - 1, 7, 0], np.uint32)
+    fz, spin = np.array([0, 3, 1, 2]), np.array([-31, 31, 0, -1])
+    command = np.array([protocol.CMD_NONE, protocol.CMD_RESET, protocol.CMD_QUIT, 0])
+    arg = np.array([0, 2**31 + 3, 5, 0])
+    data = protocol.encode_actions(seq, fz, spin, command, arg)
+    singles = [protocol.encode_action(*map(int, row)) for row in zip(seq, fz, spin, command, arg, strict=True)]
+    assert data == b"".join(singles) and len(data) == 4 * protocol.ACTION_FRAME_SIZE
+    plain = [protocol.encode_action(int(q), int(f), int(p)) for q, f, p in zip(seq, fz, spin, strict=True)]
+    assert protocol.encode_actions(seq, fz, spin) == b"".join(plain)
+    with pytest.raises(ValueError):
+        protocol.encode_actions(seq, fz, np.array([0, 0, 0, 200]))
+
+
+def test_state_from_feature_bytes_is_the_same_message():
+    header, obs = make_state()
+    assert protocol.encode_state(header, obs.astype("<f4").tobytes()) == protocol.encode_state(header, obs)
+
+
 def test_stream_split_at_every_byte():
     """Partial reads are normal on TCP: any split of a stream decodes to the same messages."""
     header, obs = make_state()

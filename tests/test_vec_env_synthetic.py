@@ -99,3 +99,31 @@ def test_full_reset_cancels_pending_instance_resets(synthetic):
         assert env._resets.tolist() == [1, 1]
     finally:
         env.close()
+
+
+def test_expert_labels_after_the_reply_are_the_same_labels(synthetic):
+    """With ``expert_after_reply`` a step's infos get their labels during the next step (after its actions went
+    out) or at once through ``expert_actions``; they are the labels computed before the reply."""
+    runs = {}
+    for after in (False, True):
+        env = TempestVecEnv(num_envs=3, seed=2, expert_after_reply=after, **synthetic)
+        try:
+            env.reset()
+            steps, asked = [], []
+            for t in range(30):
+                _, _, _, infos = env.step(np.tile([[1.0, 0.25]], (3, 1)).astype(np.float32))
+                if after and t > 0:
+                    np.testing.assert_array_equal(env.previous_expert_actions, np.stack(
+                        [i["expert_action"] for i in steps[-1]]))  # fmt: skip
+                if after:
+                    assert "expert_action" not in infos[0]
+                    if t % 3 == 0:  # some asked for before the next step, the rest filled in after its reply
+                        asked.append(env.expert_actions([2, 0]))
+                        assert "expert_action" in infos[2] and "expert_action" not in infos[1]
+                steps.append(infos)
+            env.step(np.zeros((3, 2), np.float32))
+            runs[after] = np.stack([[i["expert_action"] for i in infos] for infos in steps])
+        finally:
+            env.close()
+    np.testing.assert_array_equal(runs[True], runs[False])
+    np.testing.assert_array_equal(np.stack(asked), runs[False][::3][:, [2, 0]])

@@ -14,6 +14,7 @@ local state = require("tempest_gym.state")
 local rewards = require("tempest_gym.rewards")
 local gameflow = require("tempest_gym.gameflow")
 local transport = require("tempest_gym.transport")
+local profile = require("tempest_gym.profile")
 
 local client = {}
 
@@ -88,6 +89,7 @@ function client.start(lua_dir)
 	end
 	local rw = rewards.new(cfg)
 	local pack_state = protocol.state_packer(L.count)
+	local prof = (cfg.profile ~= "") and profile.new(cfg.profile) or nil -- nil: no timing at all
 
 	-- connect and handshake; every (re)connection is a new run with a fresh random run id, so
 	-- the server never stitches the old and the new stream together
@@ -260,6 +262,9 @@ function client.start(lua_dir)
 				log("server asked to quit")
 			end
 			stop_recording()
+			if prof then
+				prof.write()
+			end
 			conn:close()
 			os.exit(EXIT_QUIT)
 		end
@@ -299,6 +304,7 @@ function client.start(lua_dir)
 	end
 
 	local function tick(R, ram)
+		local t = prof and prof.now()
 		local info = ex.extract(R, raw)
 		if not checked then
 			ex.check_complete(raw)
@@ -338,6 +344,10 @@ function client.start(lua_dir)
 		end
 		local r_obj, r_subj = rw.step(info, R, death)
 		ex.normalise(raw, vals)
+		if prof then
+			prof.add("state", t) -- extraction, flags, rewards, scaling
+			t = prof.now()
+		end
 		seq = (seq + 1) & 0xFFFFFFFF
 		if trace then -- before the send: when Python has the state, the trace has it too
 			trace:write(string.pack("<I4", seq), ram)
@@ -345,6 +355,10 @@ function client.start(lua_dir)
 		end
 		local ok_send, e = conn:send(pack_state(f, info.gs, info.level, info.lives & 0xFF, exec_fz, exec_spin,
 			seq, frame & 0xFFFFFFFF, info.score, r_obj, r_subj, vals))
+		if prof then
+			prof.add("send", t) -- packing and sending the STATE
+			prof.tick()
+		end
 		if not ok_send then
 			reconnect("lost the server while sending a state: " .. tostring(e))
 			flow.release()
@@ -369,33 +383,62 @@ function client.start(lua_dir)
 			flow.restart(frame, cfg.seed)
 			next_recording()
 		end
-		if awaiting and receive_action() then
-			return
+		if awaiting then
+			local t = prof and prof.now()
+			local loaded = receive_action()
+			if prof then
+				prof.add("wait_next_frame", t) -- the pipelined reply, read one frame after its state
+			end
+			if loaded then
+				return
+			end
 		end
 		-- most frames are not ticks: one byte tells, the full RAM read waits for a tick
 		local qframe = mem:read_u8(0x03)
 		local gs, mode
 		if qframe ~= last_tick then
 			last_tick = qframe
+			local t = prof and prof.now()
 			local R, ram = ex.read(mem)
+			if prof then
+				prof.add("read", t)
+			end
 			tick(R, ram)
 			-- Pipeline only with slack: the game's next loop starts when its IRQ counter FRTIMR ($53)
 			-- reaches 9 (4.1 IRQs per video frame), and fire needs 2 IRQ samples to debounce. Measured:
 			-- with FRTIMR <= 2 at the tick a reply applied one frame later lands on the next tick every
 			-- time; from 4 on it mostly misses it. Otherwise read the reply now. (No state went out
 			-- when the send failed and the client reconnected: then there is nothing to wait for.)
-			if awaiting and (not pipeline or R[0x53 + 1] > cfg.pipeline_slack) and receive_action() then
-				return
+			if awaiting and (not pipeline or R[0x53 + 1] > cfg.pipeline_slack) then
+				t = prof and prof.now()
+				local loaded = receive_action()
+				if prof then
+					prof.add("wait_at_tick", t) -- no slack for pipelining: the reply is read at once
+				end
+				if loaded then
+					return
+				end
 			end
 			gs, mode = R[0x00 + 1], R[0x05 + 1] -- this frame's bytes: nothing in tick() writes them
 		end
 		if not agent_owns_inputs then
+			local t = prof and prof.now()
 			flow.frame(frame, gs or mem:read_u8(0x00), mode or mem:read_u8(0x05))
+			if prof then
+				prof.add("flow", t)
+			end
 		end
 	end
 
 	on_frame_done(function()
+		local t = prof and prof.now()
+		if prof then
+			prof.frame()
+		end
 		local okf, e = pcall(step)
+		if prof then
+			prof.add("frame", t) -- the whole frame callback, waits included
+		end
 		if not okf then
 			fatal(EXIT_ERROR, "Lua error: " .. tostring(e))
 		end
@@ -404,6 +447,9 @@ function client.start(lua_dir)
 	-- the script leaves through os.exit from the stop callback (docs/mame.md 2)
 	on_stop(function()
 		stop_recording()
+		if prof then
+			prof.write()
+		end
 		if conn then
 			pcall(conn.send, conn, protocol.bye("MAME is stopping"))
 			conn:close()

@@ -26,6 +26,7 @@ local DEFAULTS = {
 	layout = "", -- path of state_layout.tsv (default: beside the script)
 	trace = "", -- if set, append seq (u32) + RAM $0000-$03FF for every sent state (tests)
 	record = "", -- "mng" or "avi": record each episode (life) to episode_NNNN.<fmt> in the snapshot dir
+	profile = "", -- if set, write where the client's time goes to this file (see tempest_gym/profile.lua)
 	verbose = 0,
 }
 

@@ -319,13 +319,13 @@ class MameCluster:
     ) -> None:
         """Answer every client's last state. ``fz`` in 0..3, ``spin`` the signed tick delta; ``command`` is
         one command for all clients or one per client (e.g. RESET for some of them)."""
-        commands = np.broadcast_to(np.asarray(command), (self.n,))
+        data = memoryview(protocol.encode_actions(self.seq, fz, spin, command, 0 if args is None else args))
+        size = protocol.ACTION_FRAME_SIZE
         for i, c in enumerate(self.clients):
-            arg = int(args[i]) if args is not None else 0
             try:
                 if c is None:
                     raise ClientDisconnectedError(f"slot {i} has no client")
-                c.send(protocol.encode_action(int(self.seq[i]), int(fz[i]), int(spin[i]), int(commands[i]), arg))
+                c.send(data[i * size : (i + 1) * size])
             except ClientDisconnectedError as exc:
                 if not self.config.supervise:
                     raise self._disconnected(i, f"could not be sent its action ({exc})") from exc
@@ -345,24 +345,13 @@ class MameCluster:
         for i, why in list(self._broken.items()):
             del self._broken[i]
             bodies[i] = self._fail(i, why)
-        # bytes may already be buffered from an earlier read
+        # bytes may already be buffered from an earlier read; the rest comes through one select for all clients
         for i, c in enumerate(self.clients):
             if bodies[i] is None:
                 bodies[i] = self._guarded(i, lambda i=i, c=c: self._next_body(i, c))
-        deadline = time.monotonic() + timeout
-        while missing := [i for i, b in enumerate(bodies) if b is None]:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                for i in missing:
-                    bodies[i] = self._fail(i, f"sent no state within {timeout:.0f} s", ClientTimeoutError)
-                break
-            for key, _ in self._sel.select(timeout=min(left, 1.0)):
-                i = key.data
-                if bodies[i] is None:
-                    bodies[i] = self._guarded(i, lambda i=i: self._pump_body(i))
-            for i in missing:
-                if bodies[i] is None and i < len(self.procs) and self.procs[i].poll() is not None:
-                    bodies[i] = self._fail(i, "exited")
+        missing = [i for i, b in enumerate(bodies) if b is None]
+        if missing:
+            self._wait_for(bodies, missing, timeout)
         arr = np.frombuffer(b"".join(bodies), dtype=self.dtype)  # type: ignore[arg-type]
         self.seq[:] = arr["seq"]
         self._answer_the_door()
@@ -371,6 +360,25 @@ class MameCluster:
             if self._ok_since[i] >= 100:  # a healthy stretch forgives earlier failures
                 self._fails_in_row[i] = 0
         return arr
+
+    def _wait_for(self, bodies: list[bytes | None], missing: list[int], timeout: float) -> None:
+        """Wait until every slot in ``missing`` has sent its STATE (or failed and was recovered)."""
+        assert self._sel is not None
+        deadline = time.monotonic() + timeout
+        while missing:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                for i in missing:
+                    bodies[i] = self._fail(i, f"sent no state within {timeout:.0f} s", ClientTimeoutError)
+                return
+            for key, _ in self._sel.select(timeout=min(left, 1.0)):
+                i = key.data
+                if bodies[i] is None:
+                    bodies[i] = self._guarded(i, lambda i=i: self._pump_body(i))
+            for i in missing:
+                if bodies[i] is None and i < len(self.procs) and self.procs[i].poll() is not None:
+                    bodies[i] = self._fail(i, "exited")
+            missing = [i for i in missing if bodies[i] is None]
 
     def _answer_the_door(self) -> None:
         """Every slot is taken: answer and log whoever connected meanwhile (REJECT "no free slot", or why their

@@ -8,6 +8,7 @@ is the other half; the formats below must stay identical to the ``string.pack`` 
 
 from __future__ import annotations
 
+import operator
 import struct
 from dataclasses import dataclass
 
@@ -56,6 +57,15 @@ STATE_FIELDS = (
     ("reward_obj", "f"),
     ("reward_subj", "f"),
 )
+#: the ACTION body, field by field in wire order
+ACTION_FIELDS = (
+    ("type", "B"),
+    ("command", "B"),
+    ("fz", "B"),
+    ("spin", "b"),
+    ("seq", "I"),
+    ("arg", "I"),
+)
 _NUMPY = {"B": "u1", "b": "i1", "H": "<u2", "I": "<u4", "f": "<f4"}
 
 _LEN = struct.Struct("<I")
@@ -63,7 +73,14 @@ _HELLO = struct.Struct("<B4sHHIIIHH")
 STATE_HEADER = struct.Struct("<" + "".join(code for _, code in STATE_FIELDS))
 _STATE_NAMES = tuple(name for name, _ in STATE_FIELDS)
 _REASON = struct.Struct("<BH")  # BYE and REJECT: type, u16 length, then the reason's bytes
-_ACTION = struct.Struct("<BBBbII")
+_ACTION = struct.Struct("<" + "".join(code for _, code in ACTION_FIELDS))
+#: a framed ACTION (the length, then the body) in one struct, and its size
+_ACTION_FRAMED = struct.Struct("<I" + _ACTION.format[1:])
+ACTION_FRAME_SIZE = _ACTION_FRAMED.size
+#: a framed STATE header (the length, then the header) in one struct: one pack per message
+_STATE_FRAMED = struct.Struct("<I" + STATE_HEADER.format[1:])
+_HEADER_BEFORE_PAD = operator.attrgetter(*_STATE_NAMES[1 : _STATE_NAMES.index("pad")])
+_HEADER_AFTER_PAD = operator.attrgetter(*_STATE_NAMES[_STATE_NAMES.index("pad") + 1 :])
 _WELCOME = struct.Struct("<BHH")
 
 
@@ -209,10 +226,22 @@ def check_hello(hello: Hello, layout_count: int, layout_hash: int) -> None:
         )
 
 
-def encode_state(header: StateHeader, obs: np.ndarray) -> bytes:
-    """Build a STATE (the Lua client's job; used by tests and synthetic clients)."""
-    body = STATE_HEADER.pack(*(STATE if n == "type" else 0 if n == "pad" else getattr(header, n) for n in _STATE_NAMES))
-    return frame(body + np.asarray(obs, dtype="<f4").tobytes())
+def encode_state(header: StateHeader, obs: np.ndarray | bytes) -> bytes:
+    """Build a STATE (the Lua client's job; used by tests and synthetic clients). ``obs``: the features, or their
+    little-endian float32 bytes."""
+    data = obs if isinstance(obs, bytes) else np.asarray(obs, dtype="<f4").tobytes()
+    return pack_state(*_HEADER_BEFORE_PAD(header), *_HEADER_AFTER_PAD(header), data)
+
+
+def pack_state(flags: int, gamestate: int, level: int, lives: int, exec_fz: int, exec_spin: int, seq: int,
+               frame: int, score: int, reward_obj: float, reward_subj: float, obs: bytes) -> bytes:  # fmt: skip
+    """:func:`encode_state` from the header's fields in wire order and the features' float32 bytes, the way the
+    Lua client's ``protocol.state_packer`` takes them (one pack per message; synthetic clients use this)."""
+    n = STATE_HEADER.size + len(obs)
+    if n > MAX_MESSAGE:
+        raise ProtocolError(f"message of {n} bytes exceeds the {MAX_MESSAGE}-byte limit")
+    return _STATE_FRAMED.pack(n, STATE, flags, gamestate, level, lives, exec_fz, exec_spin, 0, seq, frame, score,
+                              reward_obj, reward_subj) + obs  # fmt: skip
 
 
 def decode_state_header(body: bytes, n_features: int) -> StateHeader:
@@ -250,6 +279,26 @@ def decode_reject(body: bytes) -> str:
 
 def encode_action(seq: int, fz: int, spin: int, command: int = CMD_NONE, arg: int = 0) -> bytes:
     return frame(_ACTION.pack(ACTION, command, fz, spin, seq & 0xFFFFFFFF, arg & 0xFFFFFFFF))
+
+
+def _ints(values) -> list:
+    return values.tolist() if isinstance(values, np.ndarray) else np.asarray(values).tolist()
+
+
+def encode_actions(seq, fz, spin, command=CMD_NONE, arg=0) -> bytes:
+    """N framed ACTIONs back to back, the same bytes as N :func:`encode_action` calls (client ``i``'s are
+    ``[i * ACTION_FRAME_SIZE, (i + 1) * ACTION_FRAME_SIZE)``). ``command`` and ``arg`` are one value for all or one
+    per client. (One ``struct`` pack per client over plain ints: cheaper than numpy up to a few dozen clients.)"""
+    seq, fz, spin = _ints(seq), _ints(fz), _ints(spin)
+    n = len(seq)
+    command = [int(command)] * n if isinstance(command, (int, np.integer)) else _ints(command)
+    arg = [int(arg)] * n if isinstance(arg, (int, np.integer)) else _ints(arg)
+    pack, size = _ACTION_FRAMED.pack, _ACTION.size
+    try:
+        return b"".join([pack(size, ACTION, c, f, s, q & 0xFFFFFFFF, a & 0xFFFFFFFF)
+                         for q, f, s, c, a in zip(seq, fz, spin, command, arg, strict=True)])  # fmt: skip
+    except struct.error as exc:
+        raise ValueError(f"an ACTION field is out of range: {exc}") from exc
 
 
 def decode_action(body: bytes) -> tuple[int, int, int, int, int]:

@@ -44,7 +44,7 @@ def run(cfg: dict[str, str], death_every: int = 600, pool: int = 64) -> int:
     slot = int(cfg.get("slot", 0))
     rng = np.random.default_rng(int(cfg.get("seed", 0)))
     raw = rng.integers(layout.lo, layout.hi + 1, size=(pool, layout.size))
-    bodies = (raw / layout.scale).astype("<f4")
+    bodies = [row.tobytes() for row in (raw / layout.scale).astype("<f4")]  # the features' wire bytes
     sock = socket.create_connection((cfg.get("host", "127.0.0.1"), int(cfg["port"])), timeout=60)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     hello = protocol.Hello(protocol.PROTOCOL_VERSION, layout.size, layout.hash, int(rng.integers(2**62)), slot, 0,
@@ -59,6 +59,7 @@ def run(cfg: dict[str, str], death_every: int = 600, pool: int = 64) -> int:
     lives, score = 3, 0
     exec_fz = exec_spin = 0
     applied = False
+    pack_state = protocol.pack_state
     while True:
         seq += 1
         death = seq % death_every == 0
@@ -69,10 +70,8 @@ def run(cfg: dict[str, str], death_every: int = 600, pool: int = 64) -> int:
                 flags |= protocol.F_GAME_OVER
                 lives = 3
         score += 150 if seq % 40 == 0 else 0
-        header = protocol.StateHeader(flags=flags, gamestate=4, level=1, lives=lives, exec_fz=exec_fz,
-                                      exec_spin=exec_spin, seq=seq, frame=seq * 2, score=score,
-                                      reward_obj=150.0 if seq % 40 == 0 else 0.0, reward_subj=0.0)  # fmt: skip
-        sock.sendall(protocol.encode_state(header, bodies[seq % pool]))
+        sock.sendall(pack_state(flags, 4, 1, lives, exec_fz, exec_spin, seq, seq * 2, score,
+                                150.0 if seq % 40 == 0 else 0.0, 0.0, bodies[seq % pool]))  # fmt: skip
         command, fz, spin, rseq, _arg = protocol.decode_action(recv_body(sock, decoder))
         if command == protocol.CMD_QUIT:
             return 0

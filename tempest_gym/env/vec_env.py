@@ -39,6 +39,8 @@ from tempest_gym.bridge.constants import MAX_SPIN, NUM_FIRE_ZAP
 from tempest_gym.bridge.layout import StateLayout, default_layout
 
 FIRE_ZAP_NAMES = ("none", "fire", "zap", "fire+zap")
+F_CONTROL, F_APPLIED, F_GAME_OVER = protocol.F_CONTROL, protocol.F_APPLIED, protocol.F_GAME_OVER
+F_NEW_GAME, F_LEVEL_UP = protocol.F_NEW_GAME, protocol.F_LEVEL_UP
 
 ExpertFactory = Callable[[StateLayout, int, int], Any]
 #: the keyword arguments TempestVecEnv hands to ClusterConfig
@@ -56,13 +58,21 @@ def hybrid_action_space() -> spaces.Box:
     return spaces.Box(low=np.array([0.0, -1.0], np.float32), high=np.array([3.0, 1.0], np.float32), dtype=np.float32)
 
 
+_ACTION_LOW = np.array([0.0, -1.0], dtype=np.float32)
+_ACTION_HIGH = np.array([NUM_FIRE_ZAP - 1, 1.0], dtype=np.float32)
+
+
 def decode_actions(actions: np.ndarray, max_spin: int) -> tuple[np.ndarray, np.ndarray]:
-    """Box actions (N, 2) -> fire/zap index (N,) in 0..3 and integer spinner delta (N,)."""
+    """Box actions (N, 2) -> fire/zap index (N,) in 0..3 and integer spinner delta (N,).
+
+    The fire/zap column is rounded and clipped to 0..3 (clipping to integer bounds first rounds the same), the
+    spinner clipped to [-1, 1], scaled by ``max_spin`` (in float32) and rounded: both columns in one pass."""
     a = np.asarray(actions, dtype=np.float32).reshape(-1, 2)
     if not np.isfinite(a).all():
         raise ValueError(f"actions must be finite, got {a}")
-    fz = np.clip(np.rint(a[:, 0]), 0, NUM_FIRE_ZAP - 1).astype(np.int64)
-    spin = np.rint(np.clip(a[:, 1], -1.0, 1.0) * max_spin).astype(np.int64)
+    scaled = np.minimum(np.maximum(a, _ACTION_LOW), _ACTION_HIGH) * np.array([1, max_spin], dtype=np.float32)
+    both = np.rint(scaled).astype(np.int64)
+    fz, spin = both[:, 0], both[:, 1]
     return fz, spin
 
 
@@ -70,6 +80,61 @@ def _default_expert(layout: StateLayout, max_spin: int, seed: int) -> Any:
     from tempest_gym.policies.expert import TempestExpert
 
     return TempestExpert(layout=layout, max_spin=max_spin, seed=seed)
+
+
+class ExpertLabels:
+    """The expert's actions for one batch of observations (the batch a step or reset returned), computed when asked
+    for: all at once, or some rows first (the envs the expert drives, before the actions are sent) and the rest
+    later (after they are sent, while the emulators run).
+
+    An expert with ``draw_tie_break(n)`` and ``predict_batch(obs, tie_break)`` (the rule-based one) has its random
+    tie-break drawn for the whole batch when the observations arrive, as computing the whole batch at once would draw
+    it, and each row is computed with its own part: the labels are the same however the batch is cut. Any other
+    expert computes the whole batch in one call, the first time any row is asked for.
+    """
+
+    __slots__ = ("expert", "obs", "tie_break", "actions", "done", "targets")
+
+    def __init__(self, expert: Any, obs: np.ndarray, targets: list[list[dict[str, Any]]]) -> None:
+        self.expert = expert
+        self.obs = obs
+        self.tie_break = expert.draw_tie_break(len(obs)) if hasattr(expert, "draw_tie_break") else None
+        self.actions: np.ndarray | None = None
+        self.done = np.zeros(len(obs), dtype=bool)
+        self.targets = targets  # per env, the info dicts that get "expert_action" once it is known
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.done.all())
+
+    def compute(self, indices: np.ndarray | None = None) -> None:
+        """Compute the rows in ``indices`` (default: all) that are not known yet, and put them in their infos."""
+        todo = np.flatnonzero(~self.done) if indices is None else np.unique(np.asarray(indices, dtype=np.int64))
+        if indices is not None:
+            todo = todo[~self.done[todo]]
+        if len(todo) == 0:
+            return
+        if self.actions is None and (self.tie_break is None or len(todo) == len(self.obs)):
+            # the whole batch in one call, exactly as an expert is asked without after-reply labels
+            args = () if self.tie_break is None else (self.tie_break,)
+            self.actions = self.expert.predict_batch(self.obs, *args)
+            todo = np.arange(len(self.obs))
+        else:
+            if self.actions is None:
+                self.actions = np.zeros((len(self.obs), 2), dtype=np.float32)
+            self.actions[todo] = self.expert.predict_batch(self.obs[todo], self.tie_break[todo])
+        self.done[todo] = True
+        actions = self.actions
+        for i in todo.tolist():
+            for info in self.targets[i]:
+                info["expert_action"] = actions[i]
+
+    def get(self, indices: np.ndarray | None = None) -> np.ndarray:
+        """(k, 2) float32 labels of the rows in ``indices`` (default: all), computing the missing ones now."""
+        self.compute(indices)
+        assert self.actions is not None
+        rows = self.actions if indices is None else self.actions[np.asarray(indices, dtype=np.int64)]
+        return np.asarray(rows, dtype=np.float32)
 
 
 class TempestVecEnv(VecEnv):
@@ -84,6 +149,11 @@ class TempestVecEnv(VecEnv):
     :param max_episode_steps: truncate lives longer than this (None: never)
     :param expert: label every observation with the expert's action (``info["expert_action"]``): True for the
         rule-based expert, a factory ``(layout, max_spin, seed) -> expert``, or False/None for no labels
+    :param expert_after_reply: compute the expert's labels after the next step's actions have gone out, while the
+        emulators run, instead of before returning the observations: ``info["expert_action"]`` of a step's infos is
+        filled in during the next step (or when :meth:`expert_actions` asks for it); :meth:`expert_actions` gives
+        the labels of chosen envs at once, :attr:`previous_expert_actions` those of the observations the last step
+        answered. ``HybridDQN`` switches this on while it learns. The labels are the same either way
     :param layout: the observation layout (default: the packaged ``lua/state_layout.tsv``)
     :param cluster_kwargs: how to start and reach the emulators, any field of
         :class:`~tempest_gym.bridge.cluster.ClusterConfig`: ``rompath``, ``mame``, ``start_level``, ``lives``,
@@ -106,6 +176,7 @@ class TempestVecEnv(VecEnv):
         max_spin: int = MAX_SPIN,
         max_episode_steps: int | None = None,
         expert: ExpertFactory | None | bool = True,
+        expert_after_reply: bool = False,
         layout: StateLayout | None = None,
         **cluster_kwargs: Any,
     ) -> None:
@@ -131,6 +202,9 @@ class TempestVecEnv(VecEnv):
         if expert is True:
             expert = _default_expert
         self.expert = expert(self.layout, self.max_spin, self.base_seed) if expert else None
+        self._after_reply = bool(expert_after_reply)
+        self._labels: ExpertLabels | None = None  # the expert's labels of the newest observations
+        self._previous_labels: ExpertLabels | None = None  # ...and of those the last step's actions answered
         self._actions: np.ndarray | None = None
         self._ep_return = np.zeros(num_envs, dtype=np.float64)
         self._ep_len = np.zeros(num_envs, dtype=np.int64)
@@ -153,6 +227,7 @@ class TempestVecEnv(VecEnv):
         else:
             self.cluster.send_actions(self._zero, self._zero, protocol.CMD_RESET, np.array(seeds) & 0x7FFFFFFF)
             arr = self.cluster.receive_states()
+        self._finish_labels()
         self._reset_next[:] = False  # this reset already restarted every instance
         self._reset_seeds()
         self._reset_options()
@@ -163,7 +238,8 @@ class TempestVecEnv(VecEnv):
         self._ep_points[:] = 0
         obs = np.array(arr["obs"], dtype=np.float32)
         self.last_states = arr
-        self.reset_infos = self._infos(arr, obs, np.zeros(self.num_envs, bool))
+        self.reset_infos = self._infos(arr)
+        self._label(obs, [[info] for info in self.reset_infos])
         self._prev_obs = obs
         return obs
 
@@ -185,6 +261,8 @@ class TempestVecEnv(VecEnv):
             self.cluster.send_actions(fz, spin, np.where(resetting, protocol.CMD_RESET, protocol.CMD_NONE), seeds)
         else:
             self.cluster.send_actions(fz, spin)
+        # the actions are out and the emulators are running: label the observations they answered (if not yet)
+        self._finish_labels()
         arr = self.cluster.receive_states()
         self.last_states = arr
         obs = np.array(arr["obs"], dtype=np.float32)
@@ -209,13 +287,16 @@ class TempestVecEnv(VecEnv):
         # observation is the last one the old client sent; the new client starts a new episode
         truncated |= restarted
         dones = terminated | truncated
-        infos = self._infos(arr, obs, dones)
-        for i in np.flatnonzero(restarted):
+        infos = self._infos(arr)
+        label_targets = [[info] for info in infos]
+        for i in np.flatnonzero(restarted) if restarted.any() else ():
             infos[i]["client_restarted" if self.cluster.restarted[i] else "reset"] = True
             infos[i]["agent_in_control"] = False
             # the instance started over (new client or new game) and obs[i] is its first observation, not the
             # terminal one: like an auto-resetting VecEnv, keep that observation's info (its expert action) here
             self.reset_infos[i] = dict(infos[i])
+            label_targets[i].append(self.reset_infos[i])
+        self._label(obs, label_targets)
         if dones.any():
             now = time.monotonic()
             for i in np.flatnonzero(dones):
@@ -247,36 +328,75 @@ class TempestVecEnv(VecEnv):
         for i in indices:
             self._reset_next[int(i)] = True
 
-    def _infos(self, arr: np.ndarray, obs: np.ndarray, dones: np.ndarray) -> list[dict[str, Any]]:
-        expert = self.expert.predict_batch(obs) if self.expert is not None else None
-        executed = np.stack([arr["exec_fz"], arr["exec_spin"] / self.max_spin], axis=1).astype(np.float32)
-        # one field view and one conversion per column, not per env
-        flags, score, level, lives, gamestate, frame, r_obj, r_subj = (
-            arr[k].tolist() for k in ("flags", "score", "level", "lives", "gamestate", "frame", "reward_obj",
-                                      "reward_subj"))  # fmt: skip
-        infos = []
-        for i in range(self.num_envs):
-            f = flags[i]
-            info: dict[str, Any] = {
-                "control": bool(f & protocol.F_CONTROL),
-                "agent_in_control": bool(f & protocol.F_APPLIED),
-                "executed_action": executed[i],
-                "score": score[i],
-                "level": level[i],
-                "lives": lives[i],
-                "gamestate": gamestate[i],
-                "frame": frame[i],
-                "reward_obj": r_obj[i],
-                "reward_subj": r_subj[i],
-                "game_over": bool(f & protocol.F_GAME_OVER),
-                "new_game": bool(f & protocol.F_NEW_GAME),
-                "level_up": bool(f & protocol.F_LEVEL_UP),
-                "run_id": self.cluster.clients[i].run_id if self.cluster.clients[i] is not None else 0,
+    def _infos(self, arr: np.ndarray) -> list[dict[str, Any]]:
+        """One info per env (without the expert's label: :meth:`_label` adds it)."""
+        executed = np.empty((len(arr), 2), dtype=np.float32)  # np.stack's result, without its cost per call
+        executed[:, 0] = arr["exec_fz"]
+        executed[:, 1] = arr["exec_spin"] / self.max_spin
+        # one field view and one conversion per column, not per env; the flag bits as plain ints
+        columns = ("flags", "score", "level", "lives", "gamestate", "frame", "reward_obj", "reward_subj")
+        flags, score, level, lives, gamestate, frame, r_obj, r_subj = (arr[k].tolist() for k in columns)
+        run_ids = [c.run_id if c is not None else 0 for c in self.cluster.clients]
+        rows = (flags, executed, score, level, lives, gamestate, frame, r_obj, r_subj, run_ids)
+        return [
+            {
+                "control": (f & F_CONTROL) != 0,
+                "agent_in_control": (f & F_APPLIED) != 0,
+                "executed_action": x,
+                "score": sc,
+                "level": lv,
+                "lives": li,
+                "gamestate": gs,
+                "frame": fr,
+                "reward_obj": ro,
+                "reward_subj": rs,
+                "game_over": (f & F_GAME_OVER) != 0,
+                "new_game": (f & F_NEW_GAME) != 0,
+                "level_up": (f & F_LEVEL_UP) != 0,
+                "run_id": rid,
             }
-            if expert is not None:
-                info["expert_action"] = expert[i]
-            infos.append(info)
-        return infos
+            for f, x, sc, lv, li, gs, fr, ro, rs, rid in zip(*rows, strict=True)
+        ]
+
+    # ------------------------------------------------------------------ the expert's labels
+    def _label(self, obs: np.ndarray, targets: list[list[dict[str, Any]]]) -> None:
+        """Start labelling a new batch of observations: now, or (``expert_after_reply``) when asked or after the
+        next actions are sent."""
+        if self.expert is None:
+            return
+        self._labels = ExpertLabels(self.expert, obs, targets)
+        if not self._after_reply:
+            self._labels.compute()
+
+    def _finish_labels(self) -> None:
+        """Label whatever is left of the newest observations (after the actions answering them went out)."""
+        if self._labels is not None:
+            self._labels.compute()
+            self._previous_labels = self._labels
+
+    @property
+    def expert_after_reply(self) -> bool:
+        """Whether the expert's labels are computed after the next actions are sent (see the class doc)."""
+        return self._after_reply
+
+    @expert_after_reply.setter
+    def expert_after_reply(self, value: bool) -> None:
+        self._after_reply = bool(value)
+        if not self._after_reply and self._labels is not None:
+            self._labels.compute()  # labels at once from now on: complete the newest infos too
+
+    def expert_actions(self, indices: Iterable[int] | np.ndarray | None = None) -> np.ndarray | None:
+        """The expert's actions (k, 2) for the newest observations of the envs in ``indices`` (default: all),
+        computed now where still missing (their infos get them too); None without an expert or observations."""
+        if self._labels is None:
+            return None
+        return self._labels.get(None if indices is None else np.fromiter(indices, dtype=np.int64))
+
+    @property
+    def previous_expert_actions(self) -> np.ndarray | None:
+        """The expert's actions (N, 2) for the observations the last step's actions answered (None before a step or
+        without an expert): the labels of the transitions that step made."""
+        return None if self._previous_labels is None else self._previous_labels.get()
 
     def close(self) -> None:
         self.cluster.close()

@@ -266,6 +266,9 @@ class HybridDQN(OffPolicyAlgorithm):
         self._stats = TrainStats()
         self._learner: AsyncLearner | None = None  # while learn() runs with async_learner
         self._last_sources = np.zeros(0, dtype=np.uint8)  # who chose the actions of the step being taken
+        # while learning on a TempestVecEnv: the env that labels after the reply, and its setting before learn()
+        self._labels_env: Any = None
+        self._labels_env_was: bool | None = None
         self._latencies: deque[float] = deque(maxlen=2000)  # seconds per batched inference call
         if _init_setup_model:
             self._setup_model()
@@ -362,15 +365,37 @@ class HybridDQN(OffPolicyAlgorithm):
             # the env restarts: the newest stored transitions no longer lead to the next observations
             self.replay_buffer.close_open_transitions(self.n_envs)
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        self._use_labels_after_reply()
         if env_reset:
             self._expert_valid[:] = False
             reset_infos = self._reset_infos()
             for i, info in enumerate(reset_infos[: self.n_envs]):
                 self._read_expert(i, info)
+        if self._labels_env is not None:
+            self._expert_valid[:] = True  # the env labels every observation (when asked, or after the reply)
         self._update_schedules()
         if self.async_learner:
             self._start_learner()
         return result
+
+    def _use_labels_after_reply(self) -> None:
+        """A TempestVecEnv with an expert computes its labels after the reply while this learns: only the envs the
+        expert drives get theirs before the actions go out (:meth:`_select_actions` asks for them), the others'
+        come with the next step (:meth:`_store_step` reads them). What is stored is the same either way."""
+        env = self.env.unwrapped if self.env is not None else None
+        if getattr(env, "expert", None) is None or not hasattr(env, "expert_after_reply"):
+            self._labels_env = None
+            return
+        if self._labels_env_was is None:
+            self._labels_env_was = env.expert_after_reply
+        env.expert_after_reply = True
+        self._labels_env = env
+
+    def _restore_labels_env(self) -> None:
+        env, was = self._labels_env, self._labels_env_was
+        self._labels_env, self._labels_env_was = None, None
+        if env is not None and was is not None:
+            env.expert_after_reply = was
 
     def _reset_infos(self) -> list[dict[str, Any]]:
         # SB3 wrappers (VecMonitor, ...) do not pass reset_infos through: read the innermost VecEnv's
@@ -438,7 +463,11 @@ class HybridDQN(OffPolicyAlgorithm):
                 p = per_choice[r, random_choice[r]] + self._param_noise(len(r))
             params[r] = self._acting().snap_params(np.clip(p, spec.param_low, spec.param_high).astype(np.float32))
         actions = spec.encode(choices, params)
-        actions[use_expert] = self._expert_actions[:n][use_expert]
+        if self._labels_env is not None:
+            if use_expert.any():  # computed now for these envs only; the others' labels come after the reply
+                actions[use_expert] = self._labels_env.expert_actions(np.flatnonzero(use_expert))
+        else:
+            actions[use_expert] = self._expert_actions[:n][use_expert]
         sources = np.full(n, SOURCE_MODEL, dtype=np.uint8)
         sources[use_random] = SOURCE_RANDOM
         sources[use_expert] = SOURCE_EXPERT
@@ -528,8 +557,14 @@ class HybridDQN(OffPolicyAlgorithm):
         executed = np.array(actions, dtype=np.float32, copy=True)
         # the expert's label for the observation these actions answered (whoever acted), before the new infos
         # replace it with the one for the next observation
-        expert_actions = self._expert_actions[:n].copy()
-        expert_valid = self._expert_valid[:n].copy()
+        labels_env = self._labels_env
+        if labels_env is not None:
+            # labelled after the actions went out, while the emulators ran (the env's newest step did it)
+            expert_actions = np.asarray(labels_env.previous_expert_actions[:n], dtype=np.float32)
+            expert_valid = self._expert_valid[:n].copy()
+        else:
+            expert_actions = self._expert_actions[:n].copy()
+            expert_valid = self._expert_valid[:n].copy()
         reset_infos: list[dict[str, Any]] | None = None
         for i, info in enumerate(infos):
             store[i] = bool(info.get("agent_in_control", True))
@@ -548,7 +583,10 @@ class HybridDQN(OffPolicyAlgorithm):
                     if self._vec_normalize_env is not None:
                         terminal = self._vec_normalize_env.unnormalize_obs(terminal)
                     next_obs[i] = terminal
-            self._read_expert(i, expert_info)
+            if labels_env is None:
+                self._read_expert(i, expert_info)
+        if labels_env is not None:
+            self._expert_valid[:n] = True  # every new observation has a label coming
         dones = np.asarray(dones, dtype=bool)
         replay_buffer.add_step(
             self._last_original_obs,
@@ -778,6 +816,7 @@ class HybridDQN(OffPolicyAlgorithm):
             self._stop_learner(raise_error=True)
         finally:
             self._stop_learner(raise_error=False)  # after an error: stop it all the same
+            self._restore_labels_env()
         if self.num_timesteps > self.learning_starts:
             self.offline_updates(self.final_steps, "final updates")
         return self
@@ -825,7 +864,7 @@ class HybridDQN(OffPolicyAlgorithm):
     # ------------------------------------------------------------------ saving
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_learner", "_last_sources", "_stats", "_latencies",
-                "_weights_only"]  # fmt: skip
+                "_weights_only", "_labels_env", "_labels_env_was"]  # fmt: skip
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         if self._weights_only:

@@ -307,6 +307,9 @@ class QPolicy(BasePolicy):
         return data
 
     def set_training_mode(self, mode: bool) -> None:
+        actor_mode = mode if self.actor is None else self.actor.training
+        if self.training == mode and self.q_net.training == mode and actor_mode == mode:
+            return  # already so: no walk over every submodule (SB3's predict asks before each call)
         self.q_net.train(mode)
         if self.actor is not None:
             self.actor.train(mode)
