@@ -20,7 +20,8 @@ Per client count and mode it prints:
 * ``decisions/s``: env steps x clients per wall second;
 * ``efficiency``: lockstep efficiency, the clients' busy (emulating) time / (clients x wall time). Lockstep waits
   for the slowest client of every step, so it falls as clients are added;
-* ``bound``: the efficiency lockstep allows with a server that answers at once (the same model, simulated);
+* ``bound``: the efficiency lockstep allows with a server that answers the moment the last state is in (the same
+  model, simulated);
 * ``server us/step``: CPU time of the server process per step (the learner host's own cost).
 
 Modes: ``env`` (constant actions), ``model`` (HybridDQN greedy inference over all clients, 1 torch thread),
@@ -78,17 +79,22 @@ class TickModel:
 
 
 def lockstep_bound(model: TickModel, n: int, steps: int = 3000, seed: int = 1) -> float:
-    """Efficiency of lockstep with a server that answers at once: every step lasts as long as its slowest client's
-    tick (pipelining changes nothing then: the ACTION is there when the pipelined frame ends)."""
+    """Efficiency of lockstep with a server that answers the moment the last state is in, simulated with the
+    fleet's timing: a client's next tick comes k frames after its tick; a pipelined client spends the first of
+    them before it needs the reply, the others wait for it first."""
     rng = np.random.default_rng(seed)
-    speed = model.speeds(rng, n)[None, :]
-    k, _ = model.ticks(rng, (steps, n))
-    busy = np.zeros((steps, n))
-    for f in range(3):
-        busy += np.where(f < k, model.frames(rng, (steps, n)), 0.0)
-    busy *= speed
-    step = np.maximum.reduce(busy, axis=1)
-    return float(busy.sum(axis=1).mean() / (n * step.mean()))
+    speed = model.speeds(rng, n)
+    tick = np.zeros(n)  # when each client sent its state of this step
+    busy = 0.0
+    for _ in range(steps):
+        k, piped = model.ticks(rng, n)
+        frames = [model.frames(rng, n) * speed for _ in range(3)]
+        reply = tick.max()
+        first = np.where(piped, np.maximum(tick + frames[0], reply), reply + frames[0])
+        rest = frames[1] + np.where(k == 3, frames[2], 0.0)
+        busy += float((frames[0] + rest).sum())
+        tick = first + rest
+    return float(busy / (n * tick.max()))
 
 
 # ---------------------------------------------------------------------------------------------- the fleet
