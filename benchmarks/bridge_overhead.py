@@ -8,7 +8,9 @@ drifts: every bridge run is compared with the no-op runs just before and after i
 * ``noop``      MAME running tempest1 with a Lua frame callback that does nothing;
 * ``bridge``    the full bridge (state extraction, rewards, one STATE + one ACTION per tick,
                 lockstep VecEnv stepping with random actions), pipelined reply (the default);
-* ``unpiped``   the same with the reply read at once (``pipeline=False``).
+* ``unpiped``   the same with the reply read at once (``pipeline=False``);
+* ``labels``    (``--labels``) the bridge with the expert labelling every observation after the reply, as
+                HybridDQN trains.
 
 Prints emulated video frames/s (summed over instances), decisions/s (agent steps summed over
 instances) and the ratio of frames/s to the no-op baseline. No assertions: figures only.
@@ -88,9 +90,13 @@ def noop_fps(mame: str, rompath: str, n: int, frames: int) -> float:
         return total
 
 
-def bridge_fps(rompath: str, n: int, seconds: float, pipeline: bool) -> tuple[float, float, float]:
-    """(frames/s summed, decisions/s summed, fraction of ticks under agent control)."""
-    env = TempestVecEnv(num_envs=n, rompath=rompath, expert=False, pipeline=pipeline, seed=7)
+def bridge_fps(
+    rompath: str, n: int, seconds: float, pipeline: bool, labels: bool = False
+) -> tuple[float, float, float]:
+    """(frames/s summed, decisions/s summed, fraction of ticks under agent control). ``labels``: the expert labels
+    every observation after the reply, as training does."""
+    env = TempestVecEnv(num_envs=n, rompath=rompath, expert=labels, expert_after_reply=labels, pipeline=pipeline,
+                        seed=7)  # fmt: skip
     rng = np.random.default_rng(0)
     try:
         env.reset()
@@ -180,9 +186,12 @@ def main() -> int:
     p.add_argument("--instances", type=int, nargs="+", default=[1, 2])
     p.add_argument("--breakdown", action="store_true", help="also profile one bridge run per N (see above)")
     p.add_argument("--no-unpiped", action="store_true", help="skip the unpipelined runs")
+    p.add_argument("--labels", action="store_true", help="also the bridge with the expert's labels (see above)")
     args = p.parse_args()
     mame, rompath = find_mame(), find_rompath(args.rompath)
     configs = (("bridge", True),) if args.no_unpiped else (("bridge", True), ("unpiped", False))
+    if args.labels:
+        configs += (("labels", True),)
     results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
     ratios: dict[tuple[str, int], list[float]] = {}
     for r in range(args.rounds):
@@ -194,7 +203,7 @@ def main() -> int:
             results.setdefault(("noop", n), []).append((base, 0.0, 0.0))
             line = f"round {r + 1}, N={n}: noop {base:,.0f}"
             for name, piped in configs:
-                got = bridge_fps(rompath, n, args.seconds, piped)
+                got = bridge_fps(rompath, n, args.seconds, piped, labels=name == "labels")
                 after = noop_fps(mame, rompath, n, frames=int(800 * args.seconds))
                 results.setdefault((name, n), []).append(got)
                 results[("noop", n)].append((after, 0.0, 0.0))
