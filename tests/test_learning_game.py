@@ -13,18 +13,17 @@ from tempest_gym.cli import enjoy, evaluate, train
 from tempest_gym.cli.zoo import default_config_file
 
 DAGGER_YML = default_config_file("hybrid_dqn").parent / "hybrid_dqn_dagger.yml"
+BINNED_YML = DAGGER_YML.with_name("hybrid_dqn_dagger_binned.yml")
+TINY = ["-n", "1600", "--num-envs", "1", "--seed", "4", "--save-freq", "-1", "--hyperparams", "learning_starts:400",
+        "pretrain_steps:30", "final_steps:20", "train_freq:300", "gradient_steps:10", "target_update_interval:15",
+        "batch_size:32", "buffer_size:20000"]  # fmt: skip
 
 
 def test_dagger_recipe_runs_every_phase_and_exports_weights(rompath, tmp_path, capsys):
     from tempest_gym.hybrid_dqn import HybridDQN
 
     logs = tmp_path / "logs"
-    rc = train.main(
-        ["--algo", "hybrid_dqn", "-conf", str(DAGGER_YML), "-f", str(logs), "-n", "1600", "--num-envs", "1",
-         "--rompath", rompath, "--seed", "4", "--save-freq", "-1", "--hyperparams", "learning_starts:400",
-         "pretrain_steps:30", "final_steps:20", "train_freq:300", "gradient_steps:10", "target_update_interval:15",
-         "batch_size:32", "buffer_size:20000"]
-    )  # fmt: skip
+    rc = train.main(["--algo", "hybrid_dqn", "-conf", str(DAGGER_YML), "-f", str(logs), "--rompath", rompath, *TINY])
     assert rc == 0
     out = capsys.readouterr().out
     assert "pre-training: 30/30 updates" in out and "final updates: 20/20 updates" in out
@@ -40,6 +39,21 @@ def test_dagger_recipe_runs_every_phase_and_exports_weights(rompath, tmp_path, c
     again = HybridDQN.load(weights, device="cpu")
     obs = np.stack([model.observation_space.sample() for _ in range(8)])
     np.testing.assert_array_equal(again.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
+
+
+def test_binned_recipe_trains_the_binned_head_with_the_same_phases(rompath, tmp_path, capsys):
+    """The side-by-side of docs/results.md: the dagger recipe with only the head changed."""
+    from tempest_gym.hybrid_dqn import HybridDQN
+    from tempest_gym.hybrid_dqn.policies import BinnedQPolicy
+
+    logs = tmp_path / "logs"
+    rc = train.main(["--algo", "hybrid_dqn", "-conf", str(BINNED_YML), "-f", str(logs), "--rompath", rompath, *TINY])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "pre-training: 30/30 updates" in out and "final updates: 20/20 updates" in out
+    model = HybridDQN.load(logs / "hybrid_dqn" / "TempestMAME-v0_1" / "TempestMAME-v0.zip", device="cpu")
+    assert isinstance(model.policy, BinnedQPolicy) and model.policy.n_bins == 63
+    assert type(model.policy.q_net.features_extractor).__name__ == "TempestLanesExtractor"
 
 
 def test_released_model_plays_through_evaluate_and_enjoy(rompath, tmp_path, capsys):
