@@ -19,15 +19,20 @@ TINY = ["-n", "1600", "--num-envs", "1", "--seed", "4", "--save-freq", "-1", "--
         "batch_size:32", "buffer_size:20000"]  # fmt: skip
 
 
-def test_dagger_recipe_runs_every_phase_and_exports_weights(rompath, tmp_path, capsys):
-    from tempest_gym.hybrid_dqn import HybridDQN
-
+def train_tiny(config, tmp_path, rompath, capsys):
+    """Train by ``config`` at the tiny budget, check that every phase ran, and return the run folder."""
     logs = tmp_path / "logs"
-    rc = train.main(["--algo", "hybrid_dqn", "-conf", str(DAGGER_YML), "-f", str(logs), "--rompath", rompath, *TINY])
+    rc = train.main(["--algo", "hybrid_dqn", "-conf", str(config), "-f", str(logs), "--rompath", rompath, *TINY])
     assert rc == 0
     out = capsys.readouterr().out
     assert "pre-training: 30/30 updates" in out and "final updates: 20/20 updates" in out
-    run = logs / "hybrid_dqn" / "TempestMAME-v0_1"
+    return logs / "hybrid_dqn" / "TempestMAME-v0_1"
+
+
+def test_dagger_recipe_runs_every_phase_and_exports_weights(rompath, tmp_path, capsys):
+    from tempest_gym.hybrid_dqn import HybridDQN
+
+    run = train_tiny(DAGGER_YML, tmp_path, rompath, capsys)
     model = HybridDQN.load(run / "TempestMAME-v0.zip", device="cpu")
     assert model._n_updates >= 30 + 20 + 10
     assert model.policy.categorical_actor
@@ -46,12 +51,7 @@ def test_binned_recipe_trains_the_binned_head_with_the_same_phases(rompath, tmp_
     from tempest_gym.hybrid_dqn import HybridDQN
     from tempest_gym.hybrid_dqn.policies import BinnedQPolicy
 
-    logs = tmp_path / "logs"
-    rc = train.main(["--algo", "hybrid_dqn", "-conf", str(BINNED_YML), "-f", str(logs), "--rompath", rompath, *TINY])
-    assert rc == 0
-    out = capsys.readouterr().out
-    assert "pre-training: 30/30 updates" in out and "final updates: 20/20 updates" in out
-    model = HybridDQN.load(logs / "hybrid_dqn" / "TempestMAME-v0_1" / "TempestMAME-v0.zip", device="cpu")
+    model = HybridDQN.load(train_tiny(BINNED_YML, tmp_path, rompath, capsys) / "TempestMAME-v0.zip", device="cpu")
     assert isinstance(model.policy, BinnedQPolicy) and model.policy.n_bins == 63
     assert type(model.policy.q_net.features_extractor).__name__ == "TempestLanesExtractor"
 

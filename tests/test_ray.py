@@ -6,17 +6,16 @@ Needs the ``[ray]`` extra (CI installs it: these tests must run there, not skip)
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import socket
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'tempest-gym[ray]'")
+
+from restart_checks import kill_and_check_cut, step_n  # noqa: E402
 
 from tempest_gym.bridge.ray_launcher import RayLauncher, RayNodeError  # noqa: E402
 from tempest_gym.cli import train  # noqa: E402
@@ -32,11 +31,6 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
-
-
-def step_n(env, n, action=(1.0, 0.2)):
-    acts = np.tile(np.array(action, np.float32), (env.num_envs, 1))
-    return [env.step(acts) for _ in range(n)]
 
 
 def test_train_with_two_ray_placed_clients_on_a_local_ray(rompath, tmp_path, caplog):
@@ -88,12 +82,7 @@ def test_a_killed_mame_and_a_dead_actor_are_replaced(local_ray, rompath):
 
         # slot 1: its MAME is SIGKILLed; the actor stays and starts a new MAME
         old_pid, old_actor, old_run = procs[1].pid, procs[1].actor, env.cluster.clients[1].run_id
-        os.kill(old_pid, signal.SIGKILL)
-        obs, _, dones, infos = step_n(env, 1)[0]
-        assert dones[1] and infos[1]["TimeLimit.truncated"] and infos[1]["client_restarted"]
-        assert not infos[1]["agent_in_control"], "the action in flight never ran: no transition"
-        np.testing.assert_array_equal(infos[1]["terminal_observation"], before[1])
-        assert "client_restarted" not in infos[0]
+        obs, _, dones, infos = kill_and_check_cut(env, 1, old_pid, before)
         assert procs[1].pid != old_pid and procs[1].actor is old_actor and env.cluster.clients[1].run_id != old_run
         assert env.cluster.restarts.tolist() == [0, 1]
 

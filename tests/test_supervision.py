@@ -6,19 +6,12 @@ import os
 import signal
 import time
 
-import numpy as np
 import pytest
+from restart_checks import kill_and_check_cut, step_n
 
 from tempest_gym.bridge.server import Server
 from tempest_gym.env.vec_env import TempestVecEnv
 from tempest_gym.errors import ClientDisconnectedError
-
-
-def step_n(env, n, action=(1.0, 0.2)):
-    out = []
-    for _ in range(n):
-        out.append(env.step(np.tile(np.array(action, np.float32), (env.num_envs, 1))))
-    return out
 
 
 def test_killed_mame_is_restarted_and_stepping_continues(rompath):
@@ -28,13 +21,8 @@ def test_killed_mame_is_restarted_and_stepping_continues(rompath):
         steps = step_n(env, 300)
         before = steps[-1][0]
         old_pid, old_run = env.cluster.procs[1].pid, env.cluster.clients[1].run_id
-        os.kill(old_pid, signal.SIGKILL)
-        obs, _, dones, infos = step_n(env, 1)[0]
         # the episode in flight on slot 1 is cut (truncated, its last good observation kept); slot 0 is untouched
-        assert dones[1] and infos[1]["TimeLimit.truncated"] and infos[1]["client_restarted"]
-        assert not infos[1]["agent_in_control"], "the action that was in flight never ran: no transition"
-        np.testing.assert_array_equal(infos[1]["terminal_observation"], before[1])
-        assert "client_restarted" not in infos[0]
+        obs, _, dones, infos = kill_and_check_cut(env, 1, old_pid, before)
         assert infos[1]["run_id"] != old_run and env.cluster.procs[1].pid != old_pid
         assert env.cluster.restarts.tolist() == [0, 1]
         later = step_n(env, 600)
