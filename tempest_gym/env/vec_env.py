@@ -289,7 +289,7 @@ class TempestVecEnv(VecEnv):
         dones = terminated | truncated
         infos = self._infos(arr)
         label_targets = [[info] for info in infos]
-        for i in np.flatnonzero(restarted) if restarted.any() else ():
+        for i in np.flatnonzero(restarted):
             infos[i]["client_restarted" if self.cluster.restarted[i] else "reset"] = True
             infos[i]["agent_in_control"] = False
             # the instance started over (new client or new game) and obs[i] is its first observation, not the
