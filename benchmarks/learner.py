@@ -6,7 +6,13 @@ and for the hybrid head the actor step. Observations are random valid Tempest ob
 the transitions flagged as expert. Prints updates/s and the share of the time spent sampling. CPU with
 ``--threads`` torch threads (default 1: the emulators need the other cores); the CUDA device too when one is available.
 
+``--recipe`` builds the model of a training recipe instead (its policy, extractor, heads, ``n_steps``, ``bf16``,
+``demo_on_labels`` with an expert label on every transition), at ``--batch`` sizes: what a run of that recipe
+updates per second on this machine, and on a GPU when there is one.
+
     python benchmarks/learner.py [--updates 200] [--net 256 256] [--bins 11] [--threads 1]
+    python benchmarks/learner.py --recipe zoo_configs/hybrid_dqn_dagger.yml zoo_configs/hybrid_dqn_dagger_binned.yml \
+        [--batch 256 1024] [--threads 1 2]
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from tempest_gym.bridge.layout import default_layout
+from tempest_gym.cli.zoo import load_hyperparams, preprocess
 from tempest_gym.env.vec_env import hybrid_action_space
 from tempest_gym.hybrid_dqn import HybridDQN
 
@@ -55,42 +62,54 @@ def filled_model(bins: int | None, net: list[int], device: str, fill: int, threa
         torch_num_threads=threads,
         seed=0,
     )
-    rng = np.random.default_rng(0)
-    raw = rng.integers(layout.lo.astype(np.int64), layout.hi.astype(np.int64) + 1, size=(fill + 1, layout.size))
-    obs = (raw / layout.scale.astype(np.float64)).astype(np.float32)
-    buf = model.replay_buffer
-    for t in range(0, fill, 1000):
-        n = min(1000, fill - t)
-        for i in range(n):  # one env, one transition per call, as the algorithm adds them
-            actions = np.array([[rng.integers(4), rng.uniform(-1, 1)]], np.float32)
-            buf.add_step(
-                obs[t + i],
-                obs[t + i + 1],
-                actions,
-                rng.normal(size=1),
-                rng.random(1) < 0.002,
-                np.zeros(1, bool),
-                sources=np.array([2 if rng.random() < 0.25 else 0]),
-            )
-    model.current_demo_coef = 1.0
+    fill_replay(model, fill)
     return model
 
 
-def measure(model: HybridDQN, updates: int) -> tuple[float, float]:
+def recipe_model(conf: str, device: str, fill: int, threads: int) -> HybridDQN:
+    """The model a Zoo recipe trains (``TempestMAME-v0`` section), its replay filled with labelled transitions."""
+    hp = load_hyperparams(conf, "TempestMAME-v0")
+    for key in ("n_timesteps", "n_envs", "env_kwargs"):
+        hp.pop(key, None)
+    policy = hp.pop("policy", "MlpPolicy")
+    hp = preprocess(hp)
+    hp.update(buffer_size=max(fill, 1000), device=device, torch_num_threads=threads, sync_threads=threads, seed=0,
+              async_learner=False, replay_buffer_kwargs=dict(layout=default_layout()))  # fmt: skip
+    model = HybridDQN(policy, DummyVecEnv([SpacesOnly]), **hp)
+    fill_replay(model, fill, labels=True)
+    return model
+
+
+def fill_replay(model: HybridDQN, fill: int, labels: bool = False) -> None:
+    """``fill`` random valid transitions, one ``add_step`` each as the algorithm adds them; 25% expert-driven."""
+    layout = default_layout()
+    rng = np.random.default_rng(0)
+    raw = rng.integers(layout.lo.astype(np.int64), layout.hi.astype(np.int64) + 1, size=(fill + 1, layout.size))
+    obs = (raw / layout.scale.astype(np.float64)).astype(np.float32)
+    for i in range(fill):
+        actions = np.array([[rng.integers(4), rng.uniform(-1, 1)]], np.float32)
+        label = dict(expert_actions=np.array([[rng.integers(4), rng.uniform(-1, 1)]], np.float32)) if labels else {}
+        model.replay_buffer.add_step(obs[i], obs[i + 1], actions, rng.normal(size=1), rng.random(1) < 0.002,
+                                     np.zeros(1, bool), sources=np.array([2 if rng.random() < 0.25 else 0]),
+                                     **label)  # fmt: skip
+    model.current_demo_coef = 1.0
+
+
+def measure(model: HybridDQN, updates: int, batch: int = 256) -> tuple[float, float]:
+    """Updates per second (``_gradient_step``, what every training phase runs) and the share spent sampling."""
     model.policy.set_training_mode(True)
+    sync = th.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     for _ in range(5):
-        model._gradient_step(256)
-    if model.device.type == "cuda":
-        th.cuda.synchronize()
+        model._gradient_step(batch)
+    sync()
     t0 = time.perf_counter()
     for _ in range(updates):
-        model._gradient_step(256)
-    if model.device.type == "cuda":
-        th.cuda.synchronize()
+        model._gradient_step(batch)
+    sync()
     total = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(updates):
-        model.replay_buffer.sample(256)
+        model.replay_buffer.sample(batch)
     sampling = time.perf_counter() - t0
     return updates / total, sampling / total
 
@@ -102,10 +121,15 @@ def main() -> None:
     parser.add_argument("--net", type=int, nargs="+", default=[256, 256])
     parser.add_argument("--bins", type=int, default=11)
     parser.add_argument("--threads", type=int, nargs="+", default=[1])
+    parser.add_argument("--recipe", nargs="+", default=None, help="Zoo YAML recipes to measure instead")
+    parser.add_argument("--batch", type=int, nargs="+", default=[256], help="batch sizes (with --recipe)")
     args = parser.parse_args()
     devices = [("cpu", t) for t in args.threads]
     if th.cuda.is_available():
         devices.append(("cuda", 1))
+    if args.recipe:
+        measure_recipes(args, devices)
+        return
     print(f"batch 256, n_steps 3, net_arch {args.net} (actor the same), D = 245, {args.fill:,} transitions in replay")
     print(f"{'head':28s} {'device':14s} {'updates/s':>10s} {'sampling share':>15s}")
     for bins in (None, args.bins):
@@ -115,6 +139,19 @@ def main() -> None:
             rate, share = measure(model, args.updates)
             where = f"{device} ({threads} thr)" if device == "cpu" else th.cuda.get_device_name(0)[:14]
             print(f"{head:28s} {where:14s} {rate:10.1f} {share:14.0%}")
+
+
+def measure_recipes(args: argparse.Namespace, devices: list[tuple[str, int]]) -> None:
+    print(f"{args.fill:,} labelled transitions in replay; updates/s of each recipe's own model and update")
+    print(f"{'recipe':34s} {'device':14s} {'batch':>6s} {'updates/s':>10s} {'samples/s':>10s} {'sampling share':>15s}")
+    for conf in args.recipe:
+        for device, threads in devices:
+            model = recipe_model(conf, device, args.fill, threads)
+            where = f"{device} ({threads} thr)" if device == "cpu" else th.cuda.get_device_name(0)[:14]
+            for batch in args.batch:
+                rate, share = measure(model, args.updates, batch)
+                name = conf.rsplit("/", 1)[-1]
+                print(f"{name:34s} {where:14s} {batch:6d} {rate:10.1f} {rate * batch:10.0f} {share:14.0%}", flush=True)
 
 
 if __name__ == "__main__":
