@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DOOR_INTERVAL = 0.05  # s between looks at the listening socket while stepping
+EXIT_POLL_INTERVAL = 0.05  # s a step waits for states before it asks the OS whether a client process exited
 
 
 def read_ram_trace(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -364,20 +365,25 @@ class MameCluster:
     def _wait_for(self, bodies: list[bytes | None], missing: list[int], timeout: float) -> None:
         """Wait until every slot in ``missing`` has sent its STATE (or failed and was recovered)."""
         assert self._sel is not None
-        deadline = time.monotonic() + timeout
+        now = time.monotonic()
+        deadline = now + timeout
+        next_poll = now + EXIT_POLL_INTERVAL  # a step that waits less never polls: a dead client's socket says so
         while missing:
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            left = deadline - now
             if left <= 0:
                 for i in missing:
                     bodies[i] = self._fail(i, f"sent no state within {timeout:.0f} s", ClientTimeoutError)
                 return
-            for key, _ in self._sel.select(timeout=min(left, 1.0)):
+            for key, _ in self._sel.select(timeout=max(0.0, min(left, next_poll - now))):
                 i = key.data
                 if bodies[i] is None:
                     bodies[i] = self._guarded(i, lambda i=i: self._pump_body(i))
-            for i in missing:
-                if bodies[i] is None and i < len(self.procs) and self.procs[i].poll() is not None:
-                    bodies[i] = self._fail(i, "exited")
+            if time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + EXIT_POLL_INTERVAL
+                for i in missing:
+                    if bodies[i] is None and i < len(self.procs) and self.procs[i].poll() is not None:
+                        bodies[i] = self._fail(i, "exited")
             missing = [i for i in missing if bodies[i] is None]
 
     def _answer_the_door(self) -> None:
