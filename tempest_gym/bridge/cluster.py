@@ -379,8 +379,9 @@ class MameCluster:
                 i = key.data
                 if bodies[i] is None:
                     bodies[i] = self._guarded(i, lambda i=i: self._pump_body(i))
-            if time.monotonic() >= next_poll:
-                next_poll = time.monotonic() + EXIT_POLL_INTERVAL
+            now = time.monotonic()
+            if now >= next_poll:
+                next_poll = now + EXIT_POLL_INTERVAL
                 for i in missing:
                     if bodies[i] is None and i < len(self.procs) and self.procs[i].poll() is not None:
                         bodies[i] = self._fail(i, "exited")
