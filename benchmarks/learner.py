@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -145,12 +146,12 @@ def measure_recipes(args: argparse.Namespace, devices: list[tuple[str, int]]) ->
     print(f"{args.fill:,} labelled transitions in replay; updates/s of each recipe's own model and update")
     print(f"{'recipe':34s} {'device':14s} {'batch':>6s} {'updates/s':>10s} {'samples/s':>10s} {'sampling share':>15s}")
     for conf in args.recipe:
+        name = Path(conf).name
         for device, threads in devices:
             model = recipe_model(conf, device, args.fill, threads)
             where = f"{device} ({threads} thr)" if device == "cpu" else th.cuda.get_device_name(0)[:14]
             for batch in args.batch:
                 rate, share = measure(model, args.updates, batch)
-                name = conf.rsplit("/", 1)[-1]
                 print(f"{name:34s} {where:14s} {batch:6d} {rate:10.1f} {rate * batch:10.0f} {share:14.0%}", flush=True)
 
 
