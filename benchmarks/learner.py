@@ -12,7 +12,12 @@ updates per second on this machine, and on a GPU when there is one.
 
     python benchmarks/learner.py [--updates 200] [--net 256 256] [--bins 11] [--threads 1]
     python benchmarks/learner.py --recipe zoo_configs/hybrid_dqn_dagger.yml zoo_configs/hybrid_dqn_dagger_binned.yml \
-        [--batch 256 1024] [--threads 1 2]
+        [--batch 256 1024] [--threads 1 2] [--no-cpu] [--check-graph]
+
+On a CUDA device each recipe is measured eagerly and with the update replayed as a CUDA graph (``cuda_graph``,
+the default there), side by side on the same model. ``--check-graph`` first trains three copies of each recipe's
+model from the same weights on the same batches (eager, eager, graph) and prints how far apart their weights
+end: the graph replays exactly what an eager update with a ``capturable`` Adam does.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from tempest_gym.bridge.layout import default_layout
 from tempest_gym.cli.zoo import load_hyperparams, preprocess
 from tempest_gym.env.vec_env import hybrid_action_space
 from tempest_gym.hybrid_dqn import HybridDQN
+from tempest_gym.hybrid_dqn.cuda_graph import make_capturable
 
 
 class SpacesOnly(gym.Env):
@@ -124,8 +130,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1])
     parser.add_argument("--recipe", nargs="+", default=None, help="Zoo YAML recipes to measure instead")
     parser.add_argument("--batch", type=int, nargs="+", default=[256], help="batch sizes (with --recipe)")
+    parser.add_argument("--no-cpu", action="store_true", help="only the CUDA device")
+    parser.add_argument("--check-graph", action="store_true", help="with --recipe on CUDA: graph vs eager weights")
     args = parser.parse_args()
-    devices = [("cpu", t) for t in args.threads]
+    devices = [] if args.no_cpu else [("cpu", t) for t in args.threads]
     if th.cuda.is_available():
         devices.append(("cuda", 1))
     if args.recipe:
@@ -143,16 +151,49 @@ def main() -> None:
 
 
 def measure_recipes(args: argparse.Namespace, devices: list[tuple[str, int]]) -> None:
+    if args.check_graph and th.cuda.is_available():
+        for conf in args.recipe:
+            check_graph(conf, args.fill)
     print(f"{args.fill:,} labelled transitions in replay; updates/s of each recipe's own model and update")
-    print(f"{'recipe':34s} {'device':14s} {'batch':>6s} {'updates/s':>10s} {'samples/s':>10s} {'sampling share':>15s}")
+    print(f"{'recipe':34s} {'device':20s} {'batch':>6s} {'updates/s':>10s} {'samples/s':>10s} {'sampling share':>15s}")
     for conf in args.recipe:
         name = Path(conf).name
         for device, threads in devices:
             model = recipe_model(conf, device, args.fill, threads)
-            where = f"{device} ({threads} thr)" if device == "cpu" else th.cuda.get_device_name(0)[:14]
-            for batch in args.batch:
-                rate, share = measure(model, args.updates, batch)
-                print(f"{name:34s} {where:14s} {batch:6d} {rate:10.1f} {rate * batch:10.0f} {share:14.0%}", flush=True)
+            modes = [(f"{device} ({threads} thr)", False)]
+            if device == "cuda":
+                gpu = th.cuda.get_device_name(0).replace("NVIDIA ", "")[:10]
+                modes = [(f"{gpu} eager", False), (f"{gpu} CUDA graph", True)]
+            for where, graph in modes:
+                for batch in args.batch:
+                    model.cuda_graph = graph
+                    rate, share = measure(model, args.updates, batch)
+                    print(f"{name:34s} {where:20s} {batch:6d} {rate:10.1f} {rate * batch:10.0f} {share:14.0%}",
+                          flush=True)  # fmt: skip
+
+
+def check_graph(conf: str, fill: int, updates: int = 40, batch: int = 256) -> None:
+    """Three copies from the same weights and batches: eager with plain Adam, eager with ``capturable`` Adam (what
+    the graph needs), CUDA graph. The last two should end bit-identical; the first differs from them by float
+    rounding (capturable Adam computes its bias corrections on the device), which training amplifies."""
+    for bf16 in dict.fromkeys((bool(load_hyperparams(conf, "TempestMAME-v0").get("bf16", False)), False)):
+        ends = []
+        for graph, capturable in ((False, False), (False, True), (True, True)):
+            model = recipe_model(conf, "cuda", fill, 1)
+            start = th.nn.utils.parameters_to_vector(model.policy.parameters()).detach().clone()
+            model.cuda_graph, model.bf16 = graph, bf16
+            for opt in (model.policy.optimizer, model.policy.actor_optimizer):
+                if capturable and opt is not None:
+                    make_capturable(opt)
+            model.policy.set_training_mode(True)
+            for _ in range(updates):
+                model._gradient_step(batch)
+            ends.append(th.nn.utils.parameters_to_vector(model.policy.parameters()).detach())
+        moved = float((ends[0] - start).norm())
+        plain, graphed = float((ends[0] - ends[1]).norm()) / moved, float((ends[1] - ends[2]).norm()) / moved
+        print(f"{Path(conf).name} ({'bf16' if bf16 else 'float32'}), {updates} updates, weights' distance relative "
+              f"to how far they moved: eager plain vs capturable Adam {plain:.2e}; eager vs CUDA graph (both "
+              f"capturable) {graphed:.2e}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

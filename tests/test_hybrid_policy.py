@@ -137,3 +137,34 @@ def test_heads_are_chosen_by_alias_and_old_style_spinner_bins_still_selects_the_
     assert type(model(HybridQPolicy, spinner_bins=5).policy) is BinnedQPolicy
     with pytest.raises(TypeError, match="spinner_bins"):
         HybridQPolicy(OBS, space(0, 3, -1, 1), lambda _: 1e-3, spinner_bins=5)  # the class alone has one head
+
+
+def test_demonstration_losses_are_means_over_the_labelled_rows_only():
+    """The update weighs every row by its label mask (no ``nonzero``: a CUDA graph records it): the margin and
+    imitation losses of a batch equal those of its labelled rows alone, and a batch without labels gives 0."""
+    policy = make(space(0, 3, -1, 1), param_classes=9)
+    assert isinstance(policy, HybridQPolicy)
+    rng = np.random.default_rng(1)
+    n = 12
+    obs = th.as_tensor(rng.uniform(-1, 1, (n, 6)), dtype=th.float32)
+    choice = th.as_tensor(rng.integers(0, 4, n))
+    param = th.as_tensor(rng.uniform(-1, 1, n), dtype=th.float32)
+    mask = th.as_tensor(rng.random(n) < 0.5)
+    mask[0], mask[1] = True, False
+    label_choice = th.where(mask, th.as_tensor(rng.integers(0, 4, n)), 0)  # as the buffer gives them: 0 unlabelled
+    label_param = th.where(mask, th.as_tensor(rng.uniform(-1, 1, n), dtype=th.float32), 0.0)
+
+    def losses(rows: th.Tensor, m: th.Tensor) -> dict[str, th.Tensor]:
+        _, stats = policy.categorical_update_losses(
+            obs[rows], obs[rows], choice[rows], param[rows], lambda v: v, m, label_choice[rows], label_param[rows],
+            0.8, 1.0, 1.0, 0.0, 3,
+        )  # fmt: skip
+        return stats
+
+    whole = losses(th.arange(n), mask)
+    labelled = losses(mask.nonzero().squeeze(1), th.ones(int(mask.sum()), dtype=th.bool))
+    for key in ("demo_margin_loss", "actor_imitation", "actor_label_acc"):
+        assert float(whole[key]) == pytest.approx(float(labelled[key]), rel=1e-5, abs=1e-6), key
+    assert float(whole["demo_margin_loss"]) > 0
+    none = losses(th.arange(n), th.zeros(n, dtype=th.bool))
+    assert float(none["demo_margin_loss"]) == 0.0 and float(none["actor_imitation"]) == 0.0

@@ -102,7 +102,8 @@ class TempestLanesExtractor(BaseFeaturesExtractor):
         g = self._col
         lane = g(raw, "player_lane").long()
         open_ = g(raw, "well_open") > 0.5
-        rel = th.arange(NLANES, device=raw.device) - NLANES // 2  # -8..7
+        lanes = th.arange(NLANES, device=raw.device)
+        rel = lanes - NLANES // 2  # -8..7
         absolute = lane[:, None] + rel[None, :]
         valid = th.where(open_[:, None], (absolute >= 0) & (absolute <= 14), th.ones_like(absolute, dtype=th.bool))
         idx = absolute % NLANES
@@ -115,10 +116,9 @@ class TempestLanesExtractor(BaseFeaturesExtractor):
 
         def scatter(rel_lane: th.Tensor, present: th.Tensor, values: th.Tensor) -> th.Tensor:
             """Max over slots of ``values`` (B, S) in the grid column of each slot's relative lane."""
-            col = rel_lane.long() + NLANES // 2
-            ok = present & (col >= 0) & (col < NLANES)
-            onehot = nn.functional.one_hot(col.clamp(0, NLANES - 1), NLANES).float() * ok[..., None].float()
-            return (onehot * values[..., None]).amax(dim=1)
+            col = rel_lane.long() + NLANES // 2  # outside 0..15 it matches no column
+            hit = (col[..., None] == lanes) & present[..., None]
+            return (hit.float() * values[..., None]).amax(dim=1)
 
         present = g(raw, "enemy_present") > 0.5
         e_rel = g(raw, "enemy_rel_lane")

@@ -51,9 +51,17 @@ from torch.nn import functional as F
 
 from tempest_gym.hybrid_dqn.buffer import SOURCE_EXPERT, SOURCE_MODEL, SOURCE_NAMES, SOURCE_RANDOM, CompactReplayBuffer
 from tempest_gym.hybrid_dqn.codecs import LayoutCodec
+from tempest_gym.hybrid_dqn.cuda_graph import GraphedUpdate
 from tempest_gym.hybrid_dqn.learner import AsyncLearner, TrainStats, replay_ratio
 from tempest_gym.hybrid_dqn.legacy import legacy_policy_state, moved_modules, select_head
-from tempest_gym.hybrid_dqn.policies import TARGET_PREFIXES, BinnedQPolicy, HybridActionSpec, HybridQPolicy, QPolicy
+from tempest_gym.hybrid_dqn.policies import (
+    TARGET_PREFIXES,
+    BinnedQPolicy,
+    HybridActionSpec,
+    HybridQPolicy,
+    QPolicy,
+    masked_mean,
+)
 from tempest_gym.hybrid_dqn.schedules import ScheduleLike, parse_schedule
 
 SelfHybridDQN = TypeVar("SelfHybridDQN", bound="HybridDQN")
@@ -124,6 +132,8 @@ class HybridDQN(OffPolicyAlgorithm):
         rounds, pre-training, final updates), when the cores are the learner's (None: ``torch_num_threads``)
     :param bf16: run the forward passes of the updates under CPU/GPU bfloat16 autocast (faster matrix
         multiplies; losses and optimiser state stay float32)
+    :param cuda_graph: on a GPU, record the update as a CUDA graph and replay it (``cuda_graph.py``: the update is
+        launch-bound there); no effect on a CPU
     :param double_q: double-Q targets (online network chooses, target network evaluates)
     :param max_grad_norm: gradient clipping norm
     :param async_learner: train in a background thread while the env steps (see ``learner.py``)
@@ -183,6 +193,7 @@ class HybridDQN(OffPolicyAlgorithm):
         final_steps: int = 0,
         sync_threads: int | None = None,
         bf16: bool = False,
+        cuda_graph: bool = True,
         double_q: bool = True,
         max_grad_norm: float = 10.0,
         async_learner: bool = False,
@@ -245,6 +256,8 @@ class HybridDQN(OffPolicyAlgorithm):
         self.final_steps = int(final_steps)
         self.sync_threads = sync_threads
         self.bf16 = bool(bf16)
+        self.cuda_graph = bool(cuda_graph)
+        self._graphed: GraphedUpdate | None = None  # built at the first update on a GPU
         self._pretrained = False
         self._weights_only = False  # set only while save_weights() writes
         self.double_q = bool(double_q)
@@ -290,6 +303,7 @@ class HybridDQN(OffPolicyAlgorithm):
         with warnings.catch_warnings():  # "n_steps is ignored with a custom replay buffer": ours takes n_steps
             warnings.filterwarnings("ignore", message=r"`n_steps=\d+` is ignored")
             super()._setup_model()
+        self._graphed = None
         if self._rng is None:
             self._rng = np.random.default_rng(self.seed)
         if self.exploration_schedule_spec is None:
@@ -669,7 +683,9 @@ class HybridDQN(OffPolicyAlgorithm):
     def _autocast(self) -> Any:
         if not self.bf16:
             return nullcontext()
-        return th.autocast(device_type=self.device.type, dtype=th.bfloat16)
+        # a CUDA graph records no autocast cache (PyTorch's CUDA-graph notes ask for cache_enabled=False)
+        capturing = self.device.type == "cuda" and th.cuda.is_current_stream_capturing()
+        return th.autocast(device_type=self.device.type, dtype=th.bfloat16, cache_enabled=not capturing)
 
     def _labels(self, data: Any) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """Rows with a demonstration label, and the label: (mask, choice, parameter).
@@ -683,15 +699,43 @@ class HybridDQN(OffPolicyAlgorithm):
         return data.sources == SOURCE_EXPERT, data.choices, data.params
 
     def _gradient_step(self, batch_size: int) -> None:
-        """One update: TD (Huber, n-step, double Q) + demonstration loss; then the actor (hybrid head)."""
-        policy = self.policy
+        """One update on a fresh sample (replayed as a CUDA graph on a GPU, see ``cuda_graph.py``), then the
+        bookkeeping: update count, target networks, statistics."""
         data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+        graphed = self._graphed_update()
+        if graphed is None:
+            stats = self._update(data)
+        else:
+            lrs = tuple(g["lr"] for opt in graphed.optimizers for g in opt.param_groups)
+            stats = graphed(data, key=(batch_size, self.current_demo_coef, lrs))
+        self._n_updates += 1
+        if self._n_updates % self.target_update_interval == 0:
+            self._update_targets()
+        self._stats.add(stats)
+
+    def _graphed_update(self) -> GraphedUpdate | None:
+        """The update as a CUDA graph when ``cuda_graph`` is on and the model lives on a GPU (built once)."""
+        if not self.cuda_graph or self.device.type != "cuda":
+            return None
+        if self._graphed is None:
+            optimizers = [self.policy.optimizer]
+            if self.policy.actor_optimizer is not None:
+                optimizers.append(self.policy.actor_optimizer)
+            self._graphed = GraphedUpdate(self._update, optimizers)
+        return self._graphed
+
+    def _update(self, data: Any) -> dict[str, th.Tensor]:
+        """Losses, backward pass and optimiser steps of one update; returns its statistics (0-d tensors).
+
+        TD (Huber, n-step, double Q) + demonstration loss, then the actor (hybrid head). No host
+        synchronisation and fixed shapes: a CUDA graph can record it.
+        """
+        policy = self.policy
         obs, choice, param = data.observations, data.choices, data.params
         demo_coef = self.current_demo_coef
         demo_mask, demo_choice, demo_param = self._labels(data)
         if policy.categorical_actor:
-            self._categorical_step(data, demo_coef, demo_mask, demo_choice, demo_param)
-            return
+            return self._categorical_update(data, demo_coef, demo_mask, demo_choice, demo_param)
         with self._autocast():
             with th.no_grad():
                 next_v = policy.bootstrap_values(data.next_observations, self.double_q).float()
@@ -699,18 +743,15 @@ class HybridDQN(OffPolicyAlgorithm):
             q = policy.q_taken(obs, choice, param).float()
             td_loss = F.smooth_l1_loss(q, target)
             loss = td_loss
-            stats: dict[str, Any] = {"loss": td_loss, "q_mean": q.mean(), "q_std": q.std()}
-            if demo_coef > 0 and bool(demo_mask.any()):
-                idx = demo_mask.nonzero().squeeze(1)
-                if self.demo_on_labels:
-                    q_demo = policy.q_taken(obs[idx], demo_choice[idx], demo_param[idx]).float()
-                else:
-                    q_demo = q[idx]
-                margin = policy.large_margin_loss(
-                    obs[idx], demo_choice[idx], demo_param[idx], q_demo, self.demo_margin
-                ).float().mean()
+            stats: dict[str, Any] = {"loss": td_loss.detach(), "q_mean": q.detach().mean(), "q_std": q.detach().std()}
+            if demo_coef > 0:  # on every row, weighed by the mask (masked_mean: no host synchronisation)
+                q_demo = policy.q_taken(obs, demo_choice, demo_param).float() if self.demo_on_labels else q
+                margin = masked_mean(
+                    policy.large_margin_loss(obs, demo_choice, demo_param, q_demo, self.demo_margin).float(),
+                    demo_mask,
+                )
                 loss = loss + demo_coef * margin
-                stats["demo_margin_loss"] = margin
+                stats["demo_margin_loss"] = margin.detach()
         policy.optimizer.zero_grad()
         loss.backward()
         th.nn.utils.clip_grad_norm_(policy.q_net.parameters(), self.max_grad_norm)
@@ -720,7 +761,7 @@ class HybridDQN(OffPolicyAlgorithm):
             # the actor's gradient goes through Q; Q's own weights need no gradient here
             policy.q_net.requires_grad_(False)
             try:
-                with self._autocast():  # the categorical actor never gets here (_categorical_step)
+                with self._autocast():  # the categorical actor never gets here (_categorical_update)
                     actor_loss, q_actor, demo_param_loss = policy.actor_loss(
                         obs, demo_mask.float(), demo_choice, demo_param, demo_coef * self.demo_param_coef
                     )
@@ -733,14 +774,11 @@ class HybridDQN(OffPolicyAlgorithm):
                 policy.q_net.requires_grad_(True)
             th.nn.utils.clip_grad_norm_(policy.actor.parameters(), self.max_grad_norm)
             policy.actor_optimizer.step()
-        self._n_updates += 1
-        if self._n_updates % self.target_update_interval == 0:
-            self._update_targets()
         stats["demo_frac"] = demo_mask.float().mean()
-        self._stats.add(stats)
+        return stats
 
-    def _categorical_step(self, data: Any, demo_coef: float, demo_mask: th.Tensor, demo_choice: th.Tensor,
-                          demo_param: th.Tensor) -> None:
+    def _categorical_update(self, data: Any, demo_coef: float, demo_mask: th.Tensor, demo_choice: th.Tensor,
+                            demo_param: th.Tensor) -> dict[str, th.Tensor]:
         """The hybrid head with a categorical parameter network: one graph, one backward, both optimisers."""
         policy = self.policy
         assert isinstance(policy, HybridQPolicy)
@@ -762,11 +800,8 @@ class HybridDQN(OffPolicyAlgorithm):
         th.nn.utils.clip_grad_norm_(policy.actor.parameters(), self.max_grad_norm)
         policy.optimizer.step()
         policy.actor_optimizer.step()
-        self._n_updates += 1
-        if self._n_updates % self.target_update_interval == 0:
-            self._update_targets()
         stats["demo_frac"] = demo_mask.float().mean()
-        self._stats.add(stats)
+        return stats
 
     def _update_targets(self) -> None:
         for online, target in self.policy.target_pairs():
@@ -864,7 +899,7 @@ class HybridDQN(OffPolicyAlgorithm):
     # ------------------------------------------------------------------ saving
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_learner", "_last_sources", "_stats", "_latencies",
-                "_weights_only", "_labels_env", "_labels_env_was"]  # fmt: skip
+                "_weights_only", "_labels_env", "_labels_env_was", "_graphed"]  # fmt: skip
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         if self._weights_only:
@@ -900,6 +935,7 @@ class HybridDQN(OffPolicyAlgorithm):
         device: th.device | str = "auto",
     ) -> None:
         """SB3's ``set_parameters``; also takes a weights-only file (:meth:`save_weights`) and an old one's policy."""
+        self._graphed = None  # a recording holds the optimisers' old state tensors: record again
         params = load_path_or_dict
         if isinstance(params, dict) and "policy" in params:
             params = {**params, "policy": legacy_policy_state(params["policy"], self.policy.state_dict())}

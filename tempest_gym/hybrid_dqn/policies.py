@@ -199,6 +199,20 @@ class CategoricalParamActor(nn.Module):
         return self.values[self.logits(features).argmax(dim=2)]
 
 
+def masked_mean(values: th.Tensor, mask: th.Tensor) -> th.Tensor:
+    """Mean of ``values`` over the rows where ``mask`` is true (0 when none is), without a host synchronisation:
+    the losses on labelled rows are computed on every row and weighed, so that an update has fixed shapes and
+    can be captured as a CUDA graph (``cuda_graph.py``)."""
+    mask = mask.bool()
+    return th.where(mask, values, 0.0).sum() / mask.sum().clamp(min=1).to(values.dtype)
+
+
+def not_taken(index: th.Tensor, n: int) -> th.Tensor:
+    """(B, n) bool: true everywhere except at each row's ``index`` (the DQfD margin's ``l(a_E, a)``).
+    A comparison instead of ``one_hot``, which checks its input's range on the host."""
+    return th.arange(n, device=index.device) != index[:, None]
+
+
 def invert_gradients(grad: th.Tensor, params: th.Tensor, low: float, high: float) -> th.Tensor:
     """Hausknecht & Stone (2016) bounded-parameter gradients, as used by P-DQN and MP-DQN.
 
@@ -500,7 +514,7 @@ class HybridQPolicy(QPolicy):
         with th.no_grad():
             params = self._actor_params(obs)
         q_alt = self._q_all(obs, params)
-        q_alt = q_alt + margin * (F.one_hot(choice, k) == 0).to(q_alt.dtype)
+        q_alt = q_alt + margin * not_taken(choice, k).to(q_alt.dtype)
         q_alt = q_alt.scatter(1, choice[:, None], q_expert[:, None].to(q_alt.dtype))
         return q_alt.max(dim=1).values - q_expert
 
@@ -527,10 +541,10 @@ class HybridQPolicy(QPolicy):
         grad = invert_gradients(grad, x.detach(), self.spec.param_low, self.spec.param_high)
         loss = -(grad * params).sum(dim=1).mean()
         demo = th.zeros((), device=params.device)
-        if demo_mask is not None and demo_coef > 0 and bool(demo_mask.any()):
+        if demo_mask is not None and demo_coef > 0:
             assert choice is not None and param is not None
             err = (params.gather(1, choice[:, None]).squeeze(1) - param) / self.spec.param_half_range
-            demo = (err.square() * demo_mask).sum() / demo_mask.sum()
+            demo = masked_mean(err.square(), demo_mask)
             loss = loss + demo_coef * demo
         return loss, q.detach().sum(dim=1).mean(), demo.detach()
 
@@ -589,27 +603,24 @@ class HybridQPolicy(QPolicy):
         stats: dict[str, th.Tensor] = {"loss": td.detach(), "q_mean": q.detach().mean(), "q_std": q.detach().std()}
         logits = head.logits(self._features(obs, self.actor))  # (B, K, M)
         modes = logits.detach().argmax(dim=2)
-        any_label = bool(label_mask.any())
-        if margin_coef > 0 and any_label:
-            idx = label_mask.nonzero().squeeze(1)
-            f_l = f_q[idx]
-            q_alt = q_head(f_l, head.values[modes[idx]]).float()
-            q_e = q_head.forward_choice(f_l, label_choice[idx], label_param[idx]).float()
-            k = self.spec.n_choices
-            q_alt = q_alt + margin * (F.one_hot(label_choice[idx], k) == 0).to(q_alt.dtype)
-            q_alt = q_alt.scatter(1, label_choice[idx, None], q_e[:, None])
-            m = (q_alt.max(dim=1).values - q_e).mean()
+        # every row goes through the losses and the mask weighs them: no host synchronisation (``any``,
+        # ``nonzero``) in the update, which a CUDA graph cannot capture; unlabelled rows carry choice 0, param 0
+        if margin_coef > 0:
+            q_alt = q_head(f_q, head.values[modes]).float()
+            q_e = q_head.forward_choice(f_q, label_choice, label_param).float()
+            q_alt = q_alt + margin * not_taken(label_choice, self.spec.n_choices).to(q_alt.dtype)
+            q_alt = q_alt.scatter(1, label_choice[:, None], q_e[:, None])
+            m = masked_mean(q_alt.max(dim=1).values - q_e, label_mask)
             loss = loss + margin_coef * m
             stats["demo_margin_loss"] = m.detach()
         logp = F.log_softmax(logits.float(), dim=2)
-        if imitation_coef > 0 and any_label:
+        if imitation_coef > 0:
             target_idx = head.value_index(label_param)
             nll = -logp.gather(2, target_idx[:, None, None].expand(-1, logp.shape[1], 1)).squeeze(2).mean(dim=1)
-            mask = label_mask.to(nll.dtype)
-            imit = (nll * mask).sum() / mask.sum()
+            imit = masked_mean(nll, label_mask)
             loss = loss + imitation_coef * imit
             stats["actor_imitation"] = imit.detach()
-            stats["actor_label_acc"] = ((modes == target_idx[:, None]).float().mean(dim=1) * mask).sum() / mask.sum()
+            stats["actor_label_acc"] = masked_mean((modes == target_idx[:, None]).float().mean(dim=1), label_mask)
         if q_coef > 0 and candidates > 1:
             with th.no_grad():
                 top = logits.detach().topk(min(candidates, head.n_values), dim=2).indices  # (B, K, C)
@@ -732,7 +743,7 @@ class BinnedQPolicy(QPolicy):
         k = self.spec.n_choices
         q_alt = self._q_all(obs).flatten(1)
         joint = choice * self.n_bins + self.param_to_bin(param)
-        q_alt = q_alt + margin * (F.one_hot(joint, k * self.n_bins) == 0).to(q_alt.dtype)
+        q_alt = q_alt + margin * not_taken(joint, k * self.n_bins).to(q_alt.dtype)
         return q_alt.max(dim=1).values - q_expert
 
 
