@@ -8,9 +8,12 @@ records those launches once and replays them with one call.
 
 What the update must do for that, and does: the same tensor shapes every time (one graph per batch size), no
 host synchronisation (``masked_mean`` instead of ``nonzero``/``any``; ``not_taken`` instead of ``one_hot``), and
-optimisers whose step counters live on the GPU (``capturable``). Values the update reads from Python (the
-learning rates, the demonstration coefficient) are baked into a recording: they are the graph's ``key``, and a
-new key records again (a schedule that changes every round costs one recording per round).
+optimisers whose step counters live on the GPU (``capturable``). Values the update reads from Python (the batch
+size, the learning rates, the demonstration coefficient) are baked into a recording: they are the graph's
+``key``, and a new key records again. In synchronous rounds a schedule changes them once per round at most
+(one recording per round); with the background learner a schedule changes them at every update, so after
+``THRASH_RECORDINGS`` recordings at less than ``MIN_UPDATES_PER_RECORDING`` updates each the updates go back to
+eager with a warning (learning rates as device tensors would avoid that; not measured on a GPU yet).
 
 Everything else stays outside the graph: sampling the replay (numpy, on the host), target-network updates (in
 place, so the graph sees them), statistics (cloned out of the graph's memory). The first ``warmup`` calls run
@@ -19,10 +22,15 @@ eagerly on a side stream, as PyTorch's CUDA-graph notes ask, so that lazy initia
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import torch as th
+
+#: at least this many updates per recording on average (after ``THRASH_RECORDINGS`` recordings), else eager
+MIN_UPDATES_PER_RECORDING = 20
+THRASH_RECORDINGS = 10
 
 
 def make_capturable(optimizer: th.optim.Optimizer) -> None:
@@ -58,6 +66,8 @@ class GraphedUpdate:
         self.optimizers = list(optimizers)
         self.warmup_left = int(warmup)
         self.recordings = 0
+        self.calls = 0  # after the warm-up
+        self.eager = False  # set when recordings come too often
         self._key: Hashable | None = None
         self._graph: th.cuda.CUDAGraph | None = None
         self._inputs: Any = None
@@ -66,6 +76,8 @@ class GraphedUpdate:
     def __call__(self, batch: Any, key: Hashable) -> dict[str, th.Tensor]:
         for opt in self.optimizers:
             make_capturable(opt)
+        if self.eager:
+            return self.update(batch)
         if self.warmup_left > 0:
             self.warmup_left -= 1
             side = th.cuda.Stream()
@@ -74,7 +86,16 @@ class GraphedUpdate:
                 out = self.update(batch)
             th.cuda.current_stream().wait_stream(side)
             return out
+        self.calls += 1
         if self._graph is None or key != self._key:
+            if self.recordings >= THRASH_RECORDINGS and self.calls < MIN_UPDATES_PER_RECORDING * self.recordings:
+                warnings.warn(
+                    f"CUDA graph: {self.recordings} recordings in {self.calls} updates (the key {key!r} keeps "
+                    "changing: a schedule with the background learner?); the updates run eagerly from now on",
+                    stacklevel=2,
+                )
+                self.eager, self._graph, self._outputs, self._inputs = True, None, {}, None
+                return self.update(batch)
             self._record(batch, key)
         else:
             for static, new in zip(self._inputs, batch, strict=True):

@@ -912,6 +912,11 @@ class HybridDQN(OffPolicyAlgorithm):
     def get_parameters(self) -> dict[str, dict]:
         """SB3's ``get_parameters``; for a weights-only save, the online networks only (targets are copies)."""
         params = super().get_parameters()
+        # a CUDA-graph run's optimisers are capturable (cuda_graph.py), which a CPU cannot step: saved as plain ones
+        for state in params.values():
+            for group in state.get("param_groups", []):
+                if group.get("capturable"):
+                    group["capturable"] = False
         if self._weights_only:
             params["policy"] = {k: v for k, v in params["policy"].items() if not k.startswith(TARGET_PREFIXES)}
         return params
