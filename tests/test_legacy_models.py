@@ -28,6 +28,16 @@ EXPECTED = json.loads((FIXTURES / "pre_layout_expected.json").read_text())
 OBS = np.asarray(EXPECTED["obs"], dtype=np.float32)
 
 
+def assert_acts_as_recorded(model: HybridDQN, expected: list) -> None:
+    """The same choices, and the same parameters up to float rounding: the fixtures were recorded on an AMD EPYC
+    CPU, and another CPU's matrix-multiply kernels sum in another order (1 ulp apart on an Intel Xeon with AVX-512);
+    a model that kept its fresh initialisation would be off by far more."""
+    actions = model.predict(OBS, deterministic=True)[0]
+    expected_actions = np.asarray(expected, np.float32)
+    np.testing.assert_array_equal(actions[:, 0], expected_actions[:, 0])
+    np.testing.assert_allclose(actions[:, 1], expected_actions[:, 1], rtol=1e-6, atol=1e-6)
+
+
 def load(name: str, **kwargs) -> HybridDQN:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -40,7 +50,7 @@ def load(name: str, **kwargs) -> HybridDQN:
 @pytest.mark.parametrize("head", ["hybrid", "binned", "categorical"])
 def test_pre_layout_weights_only_file_loads_and_acts_the_same(head):
     model = load(f"pre_layout_{head}_weights.zip")
-    np.testing.assert_array_equal(model.predict(OBS, deterministic=True)[0], np.asarray(EXPECTED[head], np.float32))
+    assert_acts_as_recorded(model, EXPECTED[head])
     assert model.policy.spec.n_choices == 4 and model.spec.n_choices == 4
     # one class held both heads then (policies.hybrid.HybridQPolicy); now each head has its own
     assert type(model.policy) is (BinnedQPolicy if head == "binned" else HybridQPolicy)
@@ -51,7 +61,7 @@ def test_pre_layout_checkpoint_and_replay_buffer_resume(tmp_path):
     env = DummyVecEnv([lambda: HybridChoiceEnv() for _ in range(2)])
     model = load("pre_layout_hybrid_full.zip", env=env)
     expected = EXPECTED["hybrid_full"]
-    np.testing.assert_array_equal(model.predict(OBS, deterministic=True)[0], np.asarray(EXPECTED["hybrid"], np.float32))
+    assert_acts_as_recorded(model, EXPECTED["hybrid"])
     assert model.num_timesteps == expected["num_timesteps"] and model._n_updates == expected["n_updates"]
     model.load_replay_buffer(FIXTURES / "pre_layout_hybrid_replay.pkl")
     assert model.replay_buffer.size() == expected["replay_size"]
@@ -76,5 +86,5 @@ def test_old_paths_load_without_a_top_level_policies_package(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     monkeypatch.delitem(sys.modules, "policies", raising=False)
     model = load("pre_layout_binned_weights.zip")
-    np.testing.assert_array_equal(model.predict(OBS, deterministic=True)[0], np.asarray(EXPECTED["binned"], np.float32))
+    assert_acts_as_recorded(model, EXPECTED["binned"])
     assert "policies" not in sys.modules and "policies.hybrid" not in sys.modules, "the aliases are gone after loading"
