@@ -73,6 +73,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="cut an evaluation game after this many ticks (a good player's game can last for hours)",
     )
     p.add_argument("--max-seconds", type=float, default=0, help="stop after this wall-clock budget (0: none)")
+    p.add_argument(
+        "--fit-updates",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --max-seconds: fewer gradient_steps per round where the learner is too slow for all the "
+        "n_timesteps to fit the budget (measured as the run goes; never more than configured)",
+    )
     p.add_argument("--save-freq", type=int, default=100_000, help="checkpoint every N env steps (-1: never)")
     p.add_argument("-tb", "--tensorboard-log", default="", help="TensorBoard log dir")
     p.add_argument("-P", "--progress", action="store_true", help="show a progress bar")
@@ -213,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tempest_gym.training.callbacks import (
         EvalGamesCallback,
+        FitUpdatesToBudget,
         LiveSummaryCallback,
         StopAfterSeconds,
         TempestMetricsCallback,
@@ -272,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             callbacks.append(evals)
         if args.max_seconds > 0:
             callbacks.append(StopAfterSeconds(args.max_seconds))
+            if args.fit_updates:
+                callbacks.append(FitUpdatesToBudget(args.max_seconds, verbose=args.verbose))
         if args.progress:
             callbacks.append(LiveSummaryCallback(n_timesteps, metrics, evals))
         tb = args.tensorboard_log or None

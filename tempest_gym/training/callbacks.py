@@ -119,6 +119,91 @@ class StopAfterSeconds(BaseCallback):
         return True
 
 
+class FitUpdatesToBudget(BaseCallback):
+    """Scale an off-policy model's ``gradient_steps`` per round down so that all of ``total_timesteps`` fit in
+    ``seconds`` of wall clock (``--max-seconds``), at the rates measured so far in this run.
+
+    Why: a recipe's rounds (collect ``train_freq`` steps per env, then ``gradient_steps`` updates) are sized for
+    one machine. On a machine whose learner is slower (measured: a 2-core Intel Xeon VM runs the hybrid head's
+    update at ~17/s where a 2-core AMD EPYC runs ~45/s, while MAME runs as fast) the budget would cut the run
+    at half its env steps, and the steps with the model driving are what the score grew with. Here the updates
+    per round shrink instead, never above the configured value, so a fast machine runs the recipe unchanged.
+
+    Measured at each round's end: seconds per env step while collecting and seconds per update while training
+    (from ``model._n_updates``; the first training call includes the pre-training, the same kind of update),
+    both smoothed over recent rounds. Then ``gradient_steps = (time left - margin - steps left * collection
+    rate) / (rounds left * update rate)``, clamped to ``[1, configured]``. Updates the model runs after
+    ``learn`` (``final_steps``) stay outside the budget, as with ``StopAfterSeconds``. Logged as
+    ``train/fitted_gradient_steps``. The configured value is restored when training ends (so it is what the
+    saved model holds); a checkpoint written mid-run holds the fitted value of its round.
+    """
+
+    def __init__(self, seconds: float, margin_s: float = 60.0, smoothing: float = 0.2, verbose: int = 1) -> None:
+        super().__init__(verbose)
+        self.seconds = seconds
+        self.margin_s = margin_s
+        self.smoothing = smoothing
+        self.configured = 0
+        self.fitted: int | None = None
+        self._t0 = self._collect_t0 = self._train_t0 = 0.0
+        self._collect_steps0 = self._train_updates0 = 0
+        self._step_s: float | None = None  # wall seconds per env step (all envs together) while collecting
+        self._update_s: float | None = None  # wall seconds per gradient update while training
+        self.clock: Callable[[], float] = time.monotonic
+
+    def _active(self) -> bool:
+        freq = getattr(self.model, "train_freq", None)
+        return (
+            self.configured > 0
+            and getattr(freq, "unit", None) is not None
+            and freq.unit.value == "step"
+            and getattr(self.model, "_learner", None) is None  # a background learner does not train in rounds
+        )
+
+    def _smooth(self, old: float | None, new: float) -> float:
+        return new if old is None else old + self.smoothing * (new - old)
+
+    def _on_training_start(self) -> None:
+        self._t0 = self.clock()
+        self.configured = int(getattr(self.model, "gradient_steps", 0))
+
+    def _on_rollout_start(self) -> None:
+        now = self.clock()
+        updates = int(getattr(self.model, "_n_updates", 0)) - self._train_updates0
+        if self._train_t0 and updates > 0:
+            self._update_s = self._smooth(self._update_s, (now - self._train_t0) / updates)
+        self._collect_t0, self._collect_steps0 = now, self.model.num_timesteps
+
+    def _on_rollout_end(self) -> None:
+        now = self.clock()
+        steps = self.model.num_timesteps - self._collect_steps0
+        if steps > 0:
+            self._step_s = self._smooth(self._step_s, (now - self._collect_t0) / steps)
+        self._train_t0, self._train_updates0 = now, int(getattr(self.model, "_n_updates", 0))
+        if self._active() and self._step_s is not None and self._update_s is not None:
+            self._fit(now)
+
+    def _fit(self, now: float) -> None:
+        model = self.model
+        per_round = model.train_freq.frequency * model.n_envs
+        steps_left = max(model._total_timesteps - self.model.num_timesteps, 0)
+        rounds_left = 1 + -(-steps_left // per_round)  # this round's training, then one per round to come
+        time_left = self.seconds - self.margin_s - (now - self._t0) - steps_left * self._step_s
+        fitted = int(min(max(time_left / (rounds_left * self._update_s), 1), self.configured))
+        if self.verbose and (self.fitted is None or abs(fitted - self.fitted) > 0.1 * self.fitted):
+            print(f"fitting the budget: {fitted} of {self.configured} updates per round ({steps_left:,} steps "
+                  f"left; {1 / self._update_s:.1f} updates/s, {1 / self._step_s:.0f} steps/s)", flush=True)  # fmt: skip
+        self.fitted = model.gradient_steps = fitted
+        self.logger.record("train/fitted_gradient_steps", fitted)
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.configured > 0:
+            self.model.gradient_steps = self.configured
+
+
 class EvalGamesCallback(BaseCallback):
     """Every ``eval_freq`` env steps, play ``games`` whole games with the model alone on separate clients.
 
