@@ -122,3 +122,56 @@ def test_both_heads_build_with_it_from_yaml_policy_kwargs(head):
     assert actions.shape == (4, 2)
     if head == "hybrid":  # the categorical parameter is one of the 63 executable spinner deltas
         np.testing.assert_allclose(actions[:, 1] * 31, np.rint(actions[:, 1] * 31), atol=1e-4)
+
+
+def reference_grid(ex: TempestLanesExtractor, obs: th.Tensor) -> th.Tensor:
+    """The grid built channel by channel, one scatter per channel: what ``lane_grid`` computes in one product."""
+    raw = th.round(obs.float() * ex.scale)
+    s = LAYOUT.slices
+
+    def g(name):
+        return raw[:, s[name]] if s[name].stop - s[name].start > 1 else raw[:, s[name].start]
+
+    lanes = th.arange(NLANES)
+    absolute = g("player_lane").long()[:, None] + (lanes - 8)[None, :]
+    valid = th.where((g("well_open") > 0.5)[:, None], (absolute >= 0) & (absolute <= 14), th.ones_like(absolute) > 0)
+    validf, idx = valid.float(), absolute % NLANES
+    channels = [validf] + [th.gather(g(n), 1, idx) * validf / hi for n, hi in (("spike", 240.0), ("threat", 240.0),
+                                                                            ("pending", 8.0))]  # fmt: skip
+
+    def scatter(rel, present, values):
+        hit = ((rel.long() + 8)[..., None] == lanes) & present[..., None]
+        return (hit.float() * values[..., None]).amax(dim=1)
+
+    present, rel = g("enemy_present") > 0.5, g("enemy_rel_lane")
+    proximity = ((256.0 - g("enemy_depth")) / 240.0).clamp(0.0, 1.1)
+    channels += [scatter(rel, present & (g(n) > 0.5), proximity) for n in
+                 ("enemy_flipper", "enemy_pulsar", "enemy_tanker", "enemy_spiker", "enemy_fuseball")]  # fmt: skip
+    channels += [scatter(rel, present, g(n)) for n in
+                 ("enemy_toward", "enemy_flipping", "enemy_at_rim", "enemy_shootable")]  # fmt: skip
+    channels.append(scatter(rel, present & (g("enemy_flipping") > 0.5), g("enemy_lane_up")))
+    channels.append(scatter(rel, present, g("enemy_cargo") / 3.0))
+    es = ((256.0 - g("eshot_depth")) / 240.0).clamp(0.0, 1.1)
+    channels.append(scatter(g("eshot_rel_lane"), g("eshot_present") > 0.5, es))
+    channels.append(scatter(g("pshot_rel_lane"), g("pshot_present") > 0.5, g("pshot_depth") / 255.0))
+    return th.stack(channels, dim=1)
+
+
+@pytest.mark.parametrize("open_tube", [False, True])
+def test_the_grid_in_one_product_equals_one_scatter_per_channel(open_tube):
+    ex = TempestLanesExtractor(SPACE, conv_channels=(8,), features_dim=0)
+    obs = to_obs(random_raw(512, seed=3, open_tube=open_tube))
+    assert th.equal(ex.lane_grid(obs), reference_grid(ex, obs))
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+def test_the_lane_convolution_is_a_circular_conv1d(kernel):
+    from tempest_gym.hybrid_dqn.features import LaneConv
+
+    th.manual_seed(0)
+    conv = LaneConv(GRID_CHANNELS, 24, kernel)
+    x = th.randn(64, GRID_CHANNELS, NLANES)
+    p = kernel // 2
+    expected = th.nn.functional.conv1d(th.nn.functional.pad(x, (p, p), mode="circular"), conv.weight, conv.bias)
+    assert th.allclose(conv(x), expected, atol=1e-5)
+    assert set(conv.state_dict()) == {"weight", "bias"}  # the parameters of the nn.Conv1d it replaces
