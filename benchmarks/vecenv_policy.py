@@ -14,6 +14,10 @@ reports steps/s, decisions/s (steps x clients) and the server process's CPU time
 * ``model``: the env + HybridDQN's greedy policy (batched inference across all clients, 1 torch thread);
 * ``model+labels``: both, as a training run collects (without the updates).
 
+The model is ``HybridDQN("MlpPolicy")`` (the default MLP) unless ``--recipe FILE.yml`` names a training recipe,
+whose own model is built (e.g. ``zoo_configs/hybrid_dqn_dagger.yml``: the lane extractor and the categorical
+parameter network, what the released model runs).
+
 On a machine with few cores the clients share them with the server: the server's CPU per step is the figure
 that carries over to a machine where the emulators run elsewhere. Figures only, no assertions.
 """
@@ -35,7 +39,18 @@ from tempest_gym.env.vec_env import TempestVecEnv
 MODES = ("env", "labels", "labels_now", "model", "model+labels")
 
 
-def measure(n: int, seconds: float, mode: str, tmp: str) -> tuple[float, float]:
+def make_model(env: TempestVecEnv, recipe: str | None):
+    from tempest_gym.hybrid_dqn import HybridDQN
+
+    if recipe is None:
+        return HybridDQN("MlpPolicy", env, buffer_size=10_000, learning_starts=10**9, device="cpu")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from learner import recipe_model
+
+    return recipe_model(recipe, "cpu", 1000, 1)
+
+
+def measure(n: int, seconds: float, mode: str, tmp: str, recipe: str | None = None) -> tuple[float, float]:
     """(steps/s, server CPU seconds per step)."""
     mame = write_wrapper(tmp)
     env = TempestVecEnv(num_envs=n, rompath=str(Path(tmp) / "roms"), mame=mame, expert="labels" in mode,
@@ -44,9 +59,7 @@ def measure(n: int, seconds: float, mode: str, tmp: str) -> tuple[float, float]:
     try:
         obs = env.reset()
         if mode.startswith("model"):
-            from tempest_gym.hybrid_dqn import HybridDQN
-
-            model = HybridDQN("MlpPolicy", env, buffer_size=10_000, learning_starts=10**9, device="cpu")
+            model = make_model(env, recipe)
         action = np.zeros((n, 2), np.float32)
         for _ in range(20):  # warm up
             obs, _, _, _ = env.step(action)
@@ -67,6 +80,7 @@ def main() -> int:
     p.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    p.add_argument("--recipe", default=None, help="a training recipe (Zoo YAML) whose model acts in the model modes")
     args = p.parse_args()
     th.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,7 +88,7 @@ def main() -> int:
         print(f"{'clients':>7} {'mode':>12} {'steps/s':>9} {'decisions/s':>12} {'server us/step':>15}")
         for n in args.clients:
             for mode in args.modes:
-                sps, cpu = measure(n, args.seconds, mode, tmp)
+                sps, cpu = measure(n, args.seconds, mode, tmp, args.recipe)
                 print(f"{n:>7} {mode:>12} {sps:>9,.0f} {sps * n:>12,.0f} {cpu * 1e6:>15,.0f}", flush=True)
     return 0
 
