@@ -53,9 +53,10 @@ class LaneConv(nn.Conv1d):
     """``nn.Conv1d`` with circular padding over the lanes, computed as one matrix multiply over the unfolded
     lanes: the same parameters (state dicts load either way) and the same function, up to float rounding.
 
-    Why: at the acting batch (one row per emulator) a oneDNN convolution costs far more to set up than to run,
-    and the learner's batch of 256 has only 16 positions per row; one ``linear`` on (B * 16, C * k) columns is
-    cheaper in both cases on the CPUs measured (``benchmarks/learner.py``, docs/hybrid_dqn.md).
+    Why: at the acting batch (one row per emulator, on the critical path of lockstep collection) a oneDNN
+    convolution costs far more to set up than to run; one ``linear`` on (B * 16, C * k) columns is cheaper.
+    With the one-product grid it halved a greedy decision on an Intel Xeon VM (``benchmarks/acting.py``); the
+    update at batch 256 was unchanged within noise (docs/results.md, Throughput).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
