@@ -3,8 +3,8 @@
 During collection the trainer asks the acting policy for every env's action before it replies to the
 emulators (``HybridDQN._model_actions``: observations to tensor, the extractor, the parameter network, the
 Q-network, back to numpy), one batched call per step. At the batch of a small run (1-2 emulators) that call is
-bound by per-operation overhead, not arithmetic, and on a 2-core machine it competes with MAME for the cores:
-on an Intel Xeon VM, run `fit1`'s collection spent ~44% of its time there (py-spy). Random valid Tempest
+bound by per-operation overhead, not arithmetic: on an Intel Xeon VM py-spy found ~44% of run `fit1`'s
+collection samples there (halving it did not measurably speed 2-MAME collection: docs/results.md). Random valid Tempest
 observations; 1 torch thread, as during collection; figures only, no assertions.
 
     python benchmarks/acting.py [--recipe zoo_configs/hybrid_dqn_dagger.yml ...] [--batch 1 2 16] [--seconds 3]

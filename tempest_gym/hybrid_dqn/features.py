@@ -55,8 +55,8 @@ class LaneConv(nn.Conv1d):
 
     Why: at the acting batch (one row per emulator, on the critical path of lockstep collection) a oneDNN
     convolution costs far more to set up than to run; one ``linear`` on (B * 16, C * k) columns is cheaper.
-    With the one-product grid it halved a greedy decision on an Intel Xeon VM (``benchmarks/acting.py``); the
-    update at batch 256 was unchanged within noise (docs/results.md, Throughput).
+    With the one-product grid it halved a greedy decision on an Intel Xeon VM (``benchmarks/acting.py``; 2-MAME
+    collection and the batch-256 update were unchanged within noise: docs/results.md, Throughput).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
