@@ -186,7 +186,7 @@ class FitUpdatesToBudget(BaseCallback):
     def _fit(self, now: float) -> None:
         model = self.model
         per_round = model.train_freq.frequency * model.n_envs
-        steps_left = max(model._total_timesteps - self.model.num_timesteps, 0)
+        steps_left = max(model._total_timesteps - model.num_timesteps, 0)
         rounds_left = 1 + -(-steps_left // per_round)  # this round's training, then one per round to come
         time_left = self.seconds - self.margin_s - (now - self._t0) - steps_left * self._step_s
         fitted = int(min(max(time_left / (rounds_left * self._update_s), 1), self.configured))
