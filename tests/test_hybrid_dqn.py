@@ -233,3 +233,48 @@ def test_layout_env_stores_exact_uint8_codes_and_set_env_after_envless_load(tmp_
     assert isinstance(loaded.replay_buffer.codec, LayoutCodec)
     loaded.learn(150, reset_num_timesteps=False)
     assert loaded.replay_buffer.size() == 150
+
+
+def test_weight_average_is_the_moving_average_of_the_online_weights_and_swaps_back():
+    m = model(vec_env(2), weight_average=0.9, learning_starts=50, train_freq=50, gradient_steps=5)
+    snapshots: list[list[th.Tensor]] = []
+    step_average = m._update_average
+
+    def recording() -> None:
+        step_average()
+        snapshots.append([p.detach().clone() for p in m._online_parameters()])
+
+    m._update_average = recording  # type: ignore[method-assign]
+    m.learn(400)
+    del m._update_average  # the instance's wrapper, which save() would try to pickle
+    assert len(snapshots) >= 10
+    expected = snapshots[0]
+    for snap in snapshots[1:]:
+        expected = [0.9 * e + 0.1 * s for e, s in zip(expected, snap, strict=True)]
+    assert m._average is not None
+    for avg, exp in zip(m._average, expected, strict=True):
+        th.testing.assert_close(avg, exp)
+    raw = [p.detach().clone() for p in m._online_parameters()]
+    assert not all(th.equal(a, r) for a, r in zip(m._average, raw, strict=True))
+    buf = io.BytesIO()
+    with m.averaged_weights():
+        for p, avg in zip(m._online_parameters(), m._average, strict=True):
+            assert th.equal(p, avg)
+        m.save_weights(buf)
+    for p, r in zip(m._online_parameters(), raw, strict=True):
+        assert th.equal(p, r)
+    buf.seek(0)
+    loaded = HybridDQN.load(buf, device="cpu")
+    for p, avg in zip(loaded._online_parameters(), m._average, strict=True):
+        assert th.equal(p, avg)
+    assert not loaded.has_average  # it starts again from the loaded weights
+
+
+def test_weight_average_off_by_default_and_checked():
+    m = model(vec_env(2), learning_starts=50, train_freq=50, gradient_steps=2)
+    m.learn(200)
+    assert not m.has_average
+    with pytest.raises(RuntimeError, match="no averaged weights"), m.averaged_weights():
+        pass
+    with pytest.raises(ValueError, match="weight_average"):
+        model(vec_env(2), weight_average=1.0)

@@ -44,6 +44,9 @@ def test_dagger_recipe_runs_every_phase_and_exports_weights(rompath, tmp_path, c
     again = HybridDQN.load(weights, device="cpu")
     obs = np.stack([model.observation_space.sample() for _ in range(8)])
     np.testing.assert_array_equal(again.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
+    averaged = HybridDQN.load(run / "TempestMAME-v0_averaged.zip", device="cpu")  # the recipe's weight_average
+    assert averaged.weight_average == model.weight_average > 0
+    assert averaged.predict(obs, deterministic=True)[0].shape == (8, *model.action_space.shape)
 
 
 def test_binned_recipe_trains_the_binned_head_with_the_same_phases(rompath, tmp_path, capsys):

@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from tempest_gym.training.checkpoints import (
         AtomicCheckpointCallback,
+        atomic_write,
         latest_checkpoint,
         save_model,
         save_replay_buffer,
@@ -307,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
         if model is not None:
             save_model(model, save_path / f"{args.env}.zip")
             print(f"Saved model to {save_path / (args.env + '.zip')}", flush=True)
+            if getattr(model, "has_average", False):
+                averaged = save_path / f"{args.env}_averaged.zip"
+                with model.averaged_weights():
+                    atomic_write(averaged, model.save_weights)
+                print(f"Saved the averaged weights to {averaged}", flush=True)
             if args.save_replay_buffer:
                 save_replay_buffer(model, save_path / "replay_buffer.pkl")
         env.close()

@@ -128,6 +128,9 @@ class HybridDQN(OffPolicyAlgorithm):
     :param pretrain_steps: gradient updates run at once when ``learning_starts`` is reached (demonstrations
         first, as in DQfD); the emulators wait meanwhile
     :param final_steps: gradient updates run at the end of ``learn`` on everything collected (emulators wait)
+    :param weight_average: decay of an exponential moving average of the online weights, stepped after every
+        update (0: off; 0.9995 averages about the last 2,000 updates); ``averaged_weights()`` swaps it in, and
+        ``train`` saves it beside the final model as ``<env>_averaged.zip`` (weights only)
     :param sync_threads: torch threads whenever the emulators wait for the learner (synchronous training
         rounds, pre-training, final updates), when the cores are the learner's (None: ``torch_num_threads``)
     :param bf16: run the forward passes of the updates under CPU/GPU bfloat16 autocast (faster matrix
@@ -191,6 +194,7 @@ class HybridDQN(OffPolicyAlgorithm):
         actor_candidates: int = 3,
         pretrain_steps: int = 0,
         final_steps: int = 0,
+        weight_average: float = 0.0,
         sync_threads: int | None = None,
         bf16: bool = False,
         cuda_graph: bool = True,
@@ -254,6 +258,10 @@ class HybridDQN(OffPolicyAlgorithm):
         self.actor_candidates = int(actor_candidates)
         self.pretrain_steps = int(pretrain_steps)
         self.final_steps = int(final_steps)
+        if not 0.0 <= weight_average < 1.0:
+            raise ValueError(f"weight_average is a decay in [0, 1), got {weight_average}")
+        self.weight_average = float(weight_average)
+        self._average: list[th.Tensor] | None = None  # the online weights' moving average (weight_average > 0)
         self.sync_threads = sync_threads
         self.bf16 = bool(bf16)
         self.cuda_graph = bool(cuda_graph)
@@ -709,6 +717,7 @@ class HybridDQN(OffPolicyAlgorithm):
             lrs = tuple(g["lr"] for opt in graphed.optimizers for g in opt.param_groups)
             stats = graphed(data, key=(batch_size, self.current_demo_coef, lrs))
         self._n_updates += 1
+        self._update_average()
         if self._n_updates % self.target_update_interval == 0:
             self._update_targets()
         self._stats.add(stats)
@@ -804,6 +813,45 @@ class HybridDQN(OffPolicyAlgorithm):
         policy.actor_optimizer.step()
         stats["demo_frac"] = demo_mask.float().mean()
         return stats
+
+    # ------------------------------------------------------------------ weight averaging
+    def _online_parameters(self) -> list[th.Tensor]:
+        """The parameters acting uses: the policy's, without the target networks (copies)."""
+        return [p for name, p in self.policy.named_parameters() if not name.startswith(TARGET_PREFIXES)]
+
+    def _update_average(self) -> None:
+        """One step of the exponential moving average of the online weights (``weight_average`` is its decay).
+
+        The last updates of a run at a constant learning rate leave the weights swinging around what the data
+        supports; their average is a steadier policy to release (Polyak averaging, SWA). It starts from the
+        weights of the first update after a start or a load; it is not saved in checkpoints.
+        """
+        if self.weight_average <= 0.0:
+            return
+        with th.no_grad():
+            online = self._online_parameters()
+            if self._average is None:
+                self._average = [p.detach().clone() for p in online]
+            else:
+                th._foreach_lerp_(self._average, online, 1.0 - self.weight_average)
+
+    @property
+    def has_average(self) -> bool:
+        return self._average is not None
+
+    @contextmanager
+    def averaged_weights(self) -> Iterator[None]:
+        """The averaged weights in the policy for the duration (e.g. to save or evaluate them), then back."""
+        if self._average is None:
+            raise RuntimeError("no averaged weights: weight_average is 0 or no update has run yet")
+        online = self._online_parameters()
+        with self._learner.pause() if self._learner is not None else nullcontext(), th.no_grad():
+            kept = [p.detach().clone() for p in online]
+            th._foreach_copy_(online, self._average)
+            try:
+                yield
+            finally:
+                th._foreach_copy_(online, kept)
 
     def _update_targets(self) -> None:
         for online, target in self.policy.target_pairs():
@@ -901,7 +949,7 @@ class HybridDQN(OffPolicyAlgorithm):
     # ------------------------------------------------------------------ saving
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_learner", "_last_sources", "_stats", "_latencies",
-                "_weights_only", "_labels_env", "_labels_env_was", "_graphed"]  # fmt: skip
+                "_weights_only", "_labels_env", "_labels_env_was", "_graphed", "_average"]  # fmt: skip
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         if self._weights_only:
@@ -943,6 +991,7 @@ class HybridDQN(OffPolicyAlgorithm):
     ) -> None:
         """SB3's ``set_parameters``; also takes a weights-only file (:meth:`save_weights`) and an old one's policy."""
         self._graphed = None  # a recording holds the optimisers' old state tensors: record again
+        self._average = None  # the average starts again from the loaded weights
         params = load_path_or_dict
         if isinstance(params, dict) and "policy" in params:
             params = {**params, "policy": legacy_policy_state(params["policy"], self.policy.state_dict())}
