@@ -833,7 +833,7 @@ class HybridDQN(OffPolicyAlgorithm):
             if self._average is None:
                 self._average = [p.detach().clone() for p in online]
             else:
-                th._foreach_lerp_(self._average, online, 1.0 - self.weight_average)
+                polyak_update(online, self._average, 1.0 - self.weight_average)  # SB3's, as for the targets
 
     @property
     def has_average(self) -> bool:
