@@ -61,6 +61,21 @@ def test_predict_returns_box_actions_in_range(bins):
     np.testing.assert_allclose(single, actions[0], atol=1e-6)  # batch-size dependent float rounding
 
 
+@pytest.mark.parametrize("bins", [None, 7])
+def test_lean_batch_predict_gives_sb3_predicts_actions(bins):
+    """QPolicy.predict skips SB3's wrapper for a Box batch (the per-step path): same actions, same dtype."""
+    from stable_baselines3.common.policies import BasePolicy
+
+    policy = make(space(1, 3, -2, 2), spinner_bins=bins)
+    obs = np.random.default_rng(1).uniform(-1, 1, (16, 6)).astype(np.float32)
+    lean, _ = policy.predict(obs, deterministic=True)
+    wrapped, _ = BasePolicy.predict(policy, obs, deterministic=True)
+    assert lean.dtype == wrapped.dtype == np.float32
+    np.testing.assert_array_equal(lean, wrapped)
+    choice, params = policy.act_numpy(obs.astype(np.float64))  # other dtypes are converted as SB3 does
+    np.testing.assert_array_equal(choice + 1, lean[:, 0])
+
+
 def test_mp_dqn_choice_sees_only_its_own_parameter():
     policy = make(space(0, 3, -1, 1))
     obs = th.rand(8, 6)

@@ -45,7 +45,12 @@ from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule, TrainFreq
-from stable_baselines3.common.utils import LinearSchedule, polyak_update, update_learning_rate
+from stable_baselines3.common.utils import (
+    LinearSchedule,
+    is_vectorized_observation,
+    polyak_update,
+    update_learning_rate,
+)
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
@@ -442,12 +447,7 @@ class HybridDQN(OffPolicyAlgorithm):
     def _model_actions(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Greedy choice (n,) and per-choice parameters (n, K) of the acting policy."""
         t0 = time.perf_counter()
-        policy = self._acting()
-        policy.set_training_mode(False)
-        obs_tensor, _ = policy.obs_to_tensor(obs)
-        with th.no_grad():
-            choice, params = policy.act(obs_tensor)
-        out = choice.cpu().numpy(), params.cpu().numpy()
+        out = self._acting().act_numpy(obs)
         self._latencies.append(time.perf_counter() - t0)
         return out
 
@@ -512,11 +512,8 @@ class HybridDQN(OffPolicyAlgorithm):
             return policy.predict(observation, state, episode_start, deterministic=True)
         assert self._rng is not None
         spec, rng = self.spec, self._rng
-        policy.set_training_mode(False)
-        obs_tensor, vectorized = policy.obs_to_tensor(observation)
-        with th.no_grad():
-            greedy_t, per_choice_t = policy.act(obs_tensor)
-        greedy, per_choice = greedy_t.cpu().numpy(), per_choice_t.cpu().numpy()
+        vectorized = is_vectorized_observation(observation, policy.observation_space)
+        greedy, per_choice = policy.act_numpy(observation)
         n = len(greedy)
         choices = greedy.astype(np.int64)
         params = per_choice[np.arange(n), choices].astype(np.float32)

@@ -109,12 +109,13 @@ class MPQNetwork(nn.Module):
         return F.linear(features, w, self.input_layer.bias)
 
     def _param_weights(self) -> th.Tensor:
-        return self.input_layer.weight[:, self.features_dim :].t()  # (n_choices, hidden)
+        # contiguous: broadcasting the strided (transposed) slice costs 4x more than copying its 4 x hidden floats
+        return self.input_layer.weight[:, self.features_dim :].t().contiguous()  # (n_choices, hidden)
 
     def forward(self, features: th.Tensor, params: th.Tensor) -> th.Tensor:
         """(B, F), (B, K) -> (B, K): ``Q_k(s, params[:, k])`` for every k."""
         b, k = params.shape
-        h = self._state_part(features)[:, None, :] + params[:, :, None] * self._param_weights()[None]
+        h = th.addcmul(self._state_part(features)[:, None, :], params[:, :, None], self._param_weights()[None])
         # 2-D through the body: on CPU, Linear on a 3-D input goes through much slower batched kernels
         out = self.body(h.reshape(b * k, -1)).view(b, k, k)  # pass k, output j
         return out.diagonal(dim1=1, dim2=2)
@@ -355,6 +356,47 @@ class QPolicy(BasePolicy):
 
     def forward(self, obs: PyTorchObs, deterministic: bool = True) -> th.Tensor:
         return self._predict(obs, deterministic=deterministic)
+
+    def _is_batch(self, observation: Any) -> bool:
+        """A batch of Box observations, the shape every env step hands over (the case :meth:`act_numpy` serves)."""
+        return (
+            isinstance(observation, np.ndarray)
+            and isinstance(self.observation_space, spaces.Box)
+            and observation.shape[1:] == self.observation_space.shape
+        )
+
+    def act_numpy(self, observation: np.ndarray | dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`act` on a batch of observations, in numpy: greedy choice (n,) and each choice's parameter (n, K).
+
+        The acting path of every env step. A Box batch becomes one tensor (no copy for float32) and runs under
+        ``inference_mode``; SB3's ``obs_to_tensor`` (which also takes dicts and single observations) is used for
+        anything else."""
+        self.set_training_mode(False)
+        if self._is_batch(observation):
+            obs_tensor: PyTorchObs = th.as_tensor(observation, device=self.device)
+        else:
+            obs_tensor, _ = self.obs_to_tensor(observation)
+        with th.inference_mode():
+            choice, params = self.act(obs_tensor)
+        return choice.cpu().numpy(), params.cpu().numpy()
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """SB3's ``predict`` (greedy: a Q policy has no stochastic mode of its own), with a lean path for a batch.
+
+        For a Box batch the actions come from :meth:`act_numpy` and :meth:`HybridActionSpec.encode`: the same
+        actions as SB3's wrapper (whose Box clip has nothing to do: the choice is an index, the parameter already
+        in range), without its checks and conversions, which cost a third of the inference on 16 observations.
+        """
+        if not self._is_batch(observation):
+            return super().predict(observation, state, episode_start, deterministic)
+        choice, params = self.act_numpy(observation)
+        return self.spec.encode(choice, params[np.arange(len(choice)), choice]), state
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = True) -> th.Tensor:
         choice, params = self.act(observation)
