@@ -62,3 +62,14 @@ def test_find_model_picks_latest_run(tmp_path):
         find_model(str(tmp_path), "hybrid_dqn", "TempestMAME-v0", load_best=True)
     with pytest.raises(FileNotFoundError, match="no hybrid_dqn run"):
         find_model(str(tmp_path / "none"), "hybrid_dqn", "TempestMAME-v0")
+
+
+def test_find_model_prefers_the_averaged_weights_unless_told(tmp_path):
+    run = tmp_path / "hybrid_dqn" / "TempestMAME-v0_1"
+    run.mkdir(parents=True)
+    for name in ("TempestMAME-v0.zip", "TempestMAME-v0_averaged.zip", "rl_model_100_steps.zip"):
+        (run / name).write_bytes(b"x")
+    assert find_model(str(tmp_path), "hybrid_dqn", "TempestMAME-v0").name == "TempestMAME-v0_averaged.zip"
+    final = find_model(str(tmp_path), "hybrid_dqn", "TempestMAME-v0", averaged=False)
+    assert final.name == "TempestMAME-v0.zip"
+    assert find_model(str(tmp_path), "hybrid_dqn", "TempestMAME-v0", checkpoint=100).name == "rl_model_100_steps.zip"

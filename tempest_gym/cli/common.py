@@ -145,6 +145,9 @@ def add_player_args(parser: argparse.ArgumentParser, *, algo: str | None = None)
     g.add_argument("--model", default=None, help="path of a saved model .zip (instead of -f)")
     g.add_argument("--exp-id", type=int, default=0, help="run number in the log folder (0: latest)")
     g.add_argument("--load-best", action="store_true", help="best_model.zip instead of the last model")
+    g.add_argument("--final-weights", action="store_true",
+                   help="with -f: the run's final weights (<env>.zip) even where it saved averaged ones "
+                        "(<env>_averaged.zip, loaded by default)")
     return g  # fmt: skip
 
 
@@ -172,12 +175,14 @@ def make_env(args: argparse.Namespace | None = None, **kwargs: Any):
 
 
 def model_path(args: argparse.Namespace) -> Path:
-    """The model file the player group names: ``--model``, or the run in ``-f`` (latest, or ``--exp-id``)."""
+    """The model file the player group names: ``--model``, or the run in ``-f`` (latest, or ``--exp-id``; its
+    averaged weights where it saved them, unless ``--final-weights``)."""
     from tempest_gym.cli.zoo import find_model
 
     if args.model:
         return Path(args.model)
-    return find_model(args.folder, args.algo, args.env, args.exp_id, args.load_best)
+    return find_model(args.folder, args.algo, args.env, args.exp_id, args.load_best,
+                      averaged=not getattr(args, "final_weights", False))  # fmt: skip
 
 
 def load_model(algo: str, path: str | Path, env: Any = None, device: str = "auto", **kwargs: Any) -> Any:

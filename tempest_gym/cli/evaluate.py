@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                 out = model_path(args).parent / "eval"
         settings = {k: getattr(args, k) for k in ("env", "games", "start_level", "lives", "num_envs", "seed",
                                                   "epsilon", "max_ticks", "model", "load_best")}  # fmt: skip
+        if args.algo not in PLAYERS:
+            settings["model"] = str(model_path(args))  # the file -f found (averaged or final weights), not just --model
         print(f"evaluating {args.algo}: {args.games} games, start level {args.start_level}", flush=True)
 
         def report(g):

@@ -212,9 +212,19 @@ def latest_run_id(log_path: str | os.PathLike, env_id: str) -> int:
 
 
 def find_model(
-    folder: str, algo: str, env_id: str, exp_id: int = 0, load_best: bool = False, checkpoint: int | None = None
+    folder: str,
+    algo: str,
+    env_id: str,
+    exp_id: int = 0,
+    load_best: bool = False,
+    checkpoint: int | None = None,
+    averaged: bool = True,
 ) -> Path:
-    """The model file of a Zoo run: last (``<env>.zip``), best, or a checkpoint; latest run by default."""
+    """The model file of a Zoo run: last, best, or a checkpoint; latest run by default.
+
+    "Last" is the run's averaged weights (``<env>_averaged.zip``) where training saved them, as ``weight_average``
+    does (they play better than the final weights: docs/results.md), unless ``averaged`` is false; then the final
+    model (``<env>.zip``), then the newest checkpoint."""
     log_path = Path(folder) / algo
     if exp_id == 0:
         exp_id = latest_run_id(log_path, env_id)
@@ -227,6 +237,8 @@ def find_model(
         candidates = [run / "best_model.zip"]
     else:
         candidates = [run / f"{env_id}.zip", *sorted(run.glob("rl_model_*_steps.zip"), key=_steps, reverse=True)]
+        if averaged:
+            candidates.insert(0, run / f"{env_id}_averaged.zip")
     for c in candidates:
         if c.is_file():
             return c
